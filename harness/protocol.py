@@ -1,0 +1,162 @@
+"""The evaluation protocol: every knob of a run in one frozen, versioned dataclass.
+
+PROTOCOL_VERSION follows Major.Minor: a Major bump changes what a score means (results are not
+comparable across it); a Minor bump adds knobs or profiles without changing existing numbers.
+Profiles are named instances. `reference_hash()` keys the reference pool cache: it covers what
+decides the original and retrained models (data, model, training, seeds) and leaves out K and
+the unlearning-side knobs, so that growing K or changing the time budget reuses trained models.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+PROTOCOL_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+
+    # --- data (PROTOCOL §2) ---
+    data_seed: int                        # seeds the synthetic face-age generator
+    n_identities: int                     # people in the synthetic data set
+    images_per_identity: tuple[int, int]  # min, max images per person (inclusive)
+    image_size: int                       # pixels per side of the square RGB images
+    n_forget_identities: int              # the lowest person indices form the forget set
+    split_seed: int                       # the one shuffle before the by-image split
+    split_fractions: tuple[float, float, float]  # train, validation, test (fractions of images)
+    n_classes: int                        # age groups: equal-width bins of the age range
+    pixel_scale: str                      # what the model is fed: "unit" = x/255, "raw" = 0..255 (Kaggle notebooks)
+
+    # --- model (PROTOCOL §3) ---
+    arch: str                             # "cnn" (small, CPU profiles) or "resnet18" (torchvision)
+    width: int                            # channels of the first conv layer (cnn only)
+
+    # --- training recipe, shared by the original and the retrained models ---
+    epochs: int                           # passes over the training set
+    batch_size: int                       # images per optimiser step
+    optimizer: str                        # "adam"
+    lr: float                             # peak learning rate
+    weight_decay: float                   # L2 coefficient passed to the optimiser
+    schedule: str                         # "onecycle" (per step) or "cosine" (per epoch, PROTOCOL §3)
+    class_weighted: bool                  # cross-entropy weights 1 / (training images of the class)
+    original_best_from_epoch: int         # 1-based epoch from which the best-validation checkpoint may be taken
+    retrain_best_from_epoch: int          # the same for retrained models (competition: 20 of 30)
+
+    # --- populations ---
+    k: int                                # retrained models and unlearning runs (competition: 512)
+    original_seed: int                    # seed of the one original model
+    retrain_seed0: int                    # retrained model j is trained with seed retrain_seed0 + j
+    unlearn_seed0: int                    # unlearning run i gets seed unlearn_seed0 + i
+
+    # --- unlearning runs (PROTOCOL §3, §6) ---
+    loader_batch_size: int                # batch size of the loaders handed to a submission
+    unlearn_budget_fraction: float        # wall-clock budget per run, as a fraction of one retrain's seconds
+    unlearn_budget_min_s: float           # floor of that budget in seconds (process start noise on tiny profiles)
+    unlearn_grace_s: float                # seconds on top of the budget for process start, loaders and saving
+    memory_limit_gb: float                # address-space limit of a run's process (CPU), GiB
+    device: str                           # "cpu", "cuda", or "auto" (cuda when available)
+    eval_batch_size: int                  # images per forward pass when scoring
+
+    @property
+    def major(self) -> int:
+        return int(PROTOCOL_VERSION.split(".")[0])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def reference_fields(self) -> dict:
+        """The fields that decide the reference pool's models (see module docstring)."""
+        unlearning_side = {"name", "k", "unlearn_seed0", "loader_batch_size", "unlearn_budget_fraction",
+                           "unlearn_budget_min_s", "unlearn_grace_s", "memory_limit_gb", "eval_batch_size", "device"}
+        return {k: v for k, v in self.to_dict().items() if k not in unlearning_side}
+
+    def data_fields(self) -> dict:
+        """The fields that decide the data set on disk."""
+        keep = {"data_seed", "n_identities", "images_per_identity", "image_size", "n_forget_identities",
+                "split_seed", "split_fractions", "n_classes"}
+        return {k: v for k, v in self.to_dict().items() if k in keep}
+
+    def reference_hash(self) -> str:
+        return _hash({"protocol_major": self.major, **self.reference_fields()})
+
+    def data_hash(self) -> str:
+        return _hash({"protocol_major": self.major, **self.data_fields()})
+
+    def replace(self, **changes) -> "Protocol":
+        return dataclasses.replace(self, **changes)
+
+
+def _hash(obj: dict) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+QUICK = Protocol(
+    name="quick",
+    data_seed=0, n_identities=160, images_per_identity=(3, 9), image_size=16, n_forget_identities=15,
+    split_seed=0, split_fractions=(0.8, 0.1, 0.1), n_classes=10, pixel_scale="unit",
+    arch="cnn", width=8,
+    epochs=6, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
+    class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=4,
+    k=8, original_seed=0, retrain_seed0=1000, unlearn_seed0=2000,
+    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=20.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
+    device="cpu", eval_batch_size=512,
+)
+
+DEFAULT = Protocol(
+    name="default",
+    data_seed=0, n_identities=600, images_per_identity=(5, 20), image_size=32, n_forget_identities=15,
+    split_seed=0, split_fractions=(0.8, 0.1, 0.1), n_classes=10, pixel_scale="unit",
+    arch="cnn", width=16,
+    epochs=12, batch_size=128, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
+    class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=8,
+    k=32, original_seed=0, retrain_seed0=1000, unlearn_seed0=2000,
+    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=10.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
+    device="cpu", eval_batch_size=512,
+)
+
+# PROTOCOL §3 exactly; meant for a GPU. The data is the synthetic generator at competition scale
+# until real data sources land.
+COMPETITION = Protocol(
+    name="competition",
+    data_seed=0, n_identities=2000, images_per_identity=(5, 20), image_size=32, n_forget_identities=15,
+    split_seed=0, split_fractions=(0.8, 0.1, 0.1), n_classes=10, pixel_scale="raw",
+    arch="resnet18", width=64,
+    epochs=30, batch_size=64, optimizer="adam", lr=1e-4, weight_decay=5e-3, schedule="cosine",
+    class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=20,
+    k=512, original_seed=0, retrain_seed0=1000, unlearn_seed0=2000,
+    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=60.0, memory_limit_gb=16.0,
+    device="auto", eval_batch_size=1024,
+)
+
+PROFILES = {p.name: p for p in (QUICK, DEFAULT, COMPETITION)}
+
+# The child process of an unlearning run finds its protocol here (see `active`).
+ACTIVE_ENV = "HARNESS_ACTIVE_PROTOCOL"
+
+
+def get(name: str) -> Protocol:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def from_dict(d: dict) -> Protocol:
+    d = dict(d)
+    for key in ("images_per_identity", "split_fractions"):
+        d[key] = tuple(d[key])
+    return Protocol(**d)
+
+
+def active() -> Protocol:
+    """The protocol of the unlearning run this process belongs to (for oracle submissions that
+    reuse the reference recipe)."""
+    blob = os.environ.get(ACTIVE_ENV)
+    if not blob:
+        raise RuntimeError(f"{ACTIVE_ENV} is not set: harness.protocol.active() only works inside a harness run")
+    return from_dict(json.loads(blob))

@@ -1,0 +1,23 @@
+"""The competition starting kit's baseline: one epoch of SGD on the retain set only
+(lr 1e-3, momentum 0.9, weight decay 5e-4, cosine schedule over the epoch count). Forgetting
+comes only from catastrophic interference with what the retain set teaches."""
+import torch
+from torch import nn, optim
+
+EPOCHS = 1
+
+
+def unlearning(net, retain_loader, forget_loader, val_loader):
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS)
+    device = next(net.parameters()).device
+    net.train()
+    for _ in range(EPOCHS):
+        for batch in retain_loader:
+            inputs, targets = batch["image"].to(device), batch["age_group"].to(device)
+            optimizer.zero_grad()
+            criterion(net(inputs), targets).backward()
+            optimizer.step()
+        scheduler.step()
+    net.eval()

@@ -1,0 +1,43 @@
+"""The submission contract, in code. Copy this file, keep the signature, change the body.
+
+    def unlearning(net, retain_loader, forget_loader, val_loader) -> None
+
+net            a torch.nn.Module already on the evaluation device: a fresh copy of the original
+               model (trained on retain ∪ forget), in train mode or eval mode as loaded. Change it
+               IN PLACE and return nothing (returning `net` itself is accepted too). Its
+               architecture must not change: the same state-dict keys, shapes and dtypes, and all
+               weights finite.
+retain_loader  torch DataLoader over the retain set (train minus forget), shuffled;
+forget_loader  torch DataLoader over the forget set (every training image of 15 identities);
+val_loader     torch DataLoader over the validation set.
+               Each yields dicts: "image" float32 [B, 3, H, W], "age_group" int64 [B] (the label,
+               10 classes), "age" int64 [B], "person_id" int64 [B], "image_id" list[str].
+               The profiles' pixel scale: `quick`/`default` feed x/255 in [0, 1]; `competition`
+               feeds 0..255 floats, as the Kaggle notebooks did (read_image cast to float32).
+               You may build new DataLoaders from `loader.dataset` (it supports indexing and
+               len()); the next run gets fresh loaders whatever you do to these.
+
+Runs: the harness calls unlearning() K times (the profile's K; 512 in the competition), each on
+a fresh copy of the original model in a fresh process, seeded (torch, numpy, random) with its own
+seed. Make your method depend on those seeds, not on fixed ones, or every run is the same.
+
+Time budget: each run must finish within the profile's fraction of one retrain from scratch
+(20%, as the competition's 8 hours for 512 runs), measured on the scoring machine and printed
+by `harness score`. A run that goes past the budget plus a few seconds of setup is killed and the
+whole score fails.
+
+Forbidden (enforced or detected, see the README's threat model): reading the test set or the
+retrained models, touching files outside the working directory you are started in, network
+access, changing the architecture, leaving NaN/inf weights, exiting the process (sys.exit,
+os._exit), running past the budget, using more than the profile's memory limit. Printing is fine
+(captured and truncated); files you write in the working directory are deleted after the run;
+child processes you start are killed when the run ends.
+
+Check a submission with `make check SUBMISSION=path.py`, score it with `make score SUBMISSION=path.py`.
+"""
+import torch  # noqa: F401 - every submission needs it
+
+
+def unlearning(net, retain_loader, forget_loader, val_loader):
+    """Return nothing; change `net` in place. This template does nothing (it scores like noop)."""
+    return None
