@@ -1,0 +1,53 @@
+"""Runner overhead on a profile: how much of a scored run is not the submission's own work.
+
+Overhead = process start (fork), loaders, import, saving the weights, trusted evaluation and
+the record write: everything in a run's task except the unlearning() call. Target: < 10% of the
+total run time on `default`. Measured on a fresh copy of finetune (so no cached runs are reused)
+against the cached reference pool (built first if absent)."""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness import protocol as protocol_mod, reference_pool, runner, score
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(profile: str = "default") -> dict:
+    protocol = protocol_mod.get(profile)
+    pool = reference_pool.ensure(protocol, protocol.k, progress=True)
+    with tempfile.TemporaryDirectory(prefix="bench-runner-") as tmp:
+        sub_path = Path(tmp) / f"bench_finetune_{time.time_ns()}.py"
+        shutil.copy(REPO / "submissions" / "finetune.py", sub_path)
+        sub = runner.Submission.load(sub_path)
+        workers = reference_pool.default_workers(protocol)
+        started = time.perf_counter()
+        runs = runner.run_all(protocol, pool, sub, protocol.k, score.budget_seconds(protocol, pool), workers)
+        wall = time.perf_counter() - started
+        shutil.rmtree(runner.runs_dir(pool.dir, protocol, sub), ignore_errors=True)
+    call = np.array([r["seconds"] for r in runs])
+    task = np.array([r["task_seconds"] for r in runs])
+    out = {
+        "profile": profile, "k": len(runs), "workers": workers,
+        "unlearning_call_s_mean": float(call.mean()), "run_task_s_mean": float(task.mean()),
+        "overhead_fraction_per_run": float(1 - call.sum() / task.sum()),
+        "harness_wall_s": wall,
+        # everything the harness spends beyond the calls themselves, over all workers
+        "overhead_fraction_end_to_end": float(1 - call.sum() / (wall * workers)),
+    }
+    print(f"runner overhead on {profile} (K={len(runs)}, {workers} workers, finetune):")
+    print(f"  unlearning() call   {out['unlearning_call_s_mean']:.3f} s/run")
+    print(f"  whole run task      {out['run_task_s_mean']:.3f} s/run  -> overhead {100 * out['overhead_fraction_per_run']:.1f}%")
+    print(f"  end to end          {wall:.1f} s wall for {len(runs)} runs -> overhead {100 * out['overhead_fraction_end_to_end']:.1f}%"
+          f" (incl. worker start)")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "default")
