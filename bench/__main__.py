@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-import json
+import os
 import platform
 import sys
 
@@ -15,7 +15,7 @@ from harness import paths
 
 def main(argv: list[str]) -> int:
     which = argv[0] if argv else "all"
-    out = {"machine": platform.platform(), "cpus": __import__("os").cpu_count()}
+    out = {"machine": platform.platform(), "cpus": os.cpu_count()}
     if which in ("all", "metric"):
         from bench import metric_bench
 

@@ -1,0 +1,173 @@
+"""Command line: `python -m harness {score,reference,check,leaderboard,ladder}`.
+
+Every expected failure (bad path, unknown profile, failed run) ends with one line on stderr that
+names the problem and the fix, and a non-zero exit code."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+LADDER = ("submissions/noop.py", "submissions/finetune.py", "submissions/retrain.py")
+ORACLE_BUDGET_FRACTION = 3.0  # the retrain oracle needs a whole retrain, far over the protocol's budget
+
+
+def _protocol(args):
+    from harness import protocol
+
+    return protocol.get(args.profile)
+
+
+def cmd_score(args) -> int:
+    from harness import score
+
+    result = score.score(args.submission, _protocol(args), k=args.k, workers=args.workers,
+                         budget_fraction=args.budget_fraction, progress=not args.quiet)
+    print(score.summary_text(result))
+    print(f"  result: {score.paths.results_dir() / (result['id'] + '.json')}")
+    if args.json:
+        print(json.dumps(result, allow_nan=True))
+    return 0
+
+
+def cmd_reference(args) -> int:
+    from harness import reference_pool
+
+    protocol = _protocol(args)
+    pool = reference_pool.ensure(protocol, args.k, workers=args.workers, progress=not args.quiet)
+    o = pool.original
+    mean = {key: pool.accuracies(key).mean() for key in ("retain_acc", "test_acc", "forget_acc")}
+    print(f"reference pool {pool.dir}  (K={pool.k})")
+    print(f"  original   retain {o['retain_acc']:.1f}%  test {o['test_acc']:.1f}%  forget {o['forget_acc']:.1f}%  "
+          f"({o['seconds']:.1f} s, {o['images_per_second']:.0f} img/s)")
+    print(f"  retrained  retain {mean['retain_acc']:.1f}%  test {mean['test_acc']:.1f}%  forget {mean['forget_acc']:.1f}%  "
+          f"(mean {pool.retrain_seconds():.1f} s per model)")
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Run the submission once on the `quick` profile in an isolated worker, report the contract."""
+    from harness import parallel, protocol as protocol_mod, reference_pool, runner, score
+
+    submission = runner.Submission.load(args.submission)
+    protocol = protocol_mod.get("quick")
+    pool = reference_pool.ensure(protocol, 2, progress=not args.quiet)
+    budget_s = score.budget_seconds(protocol, pool)
+    with tempfile.TemporaryDirectory(prefix="harness-check-") as out:
+        job = (runner.run_one, (protocol.to_dict(), str(pool.data_root), str(pool.original_weights),
+                                str(submission.path), 0, protocol.unlearn_seed0, budget_s, out))
+        rec = next(parallel.run([job], 1, progress=False, desc="check", unit="run"))
+    print(f"ok: {args.submission} meets the contract (sha256 {submission.sha256[:12]})")
+    print(f"  unlearning() ran in {rec['seconds']:.2f} s on profile quick (budget {budget_s:.1f} s)")
+    print("  architecture unchanged (state-dict keys, shapes, dtypes); all weights finite")
+    print(f"  forget accuracy {pool.original['forget_acc']:.1f}% (original) -> {rec['forget_acc']:.1f}%; "
+          f"retain {pool.original['retain_acc']:.1f}% -> {rec['retain_acc']:.1f}%")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from harness import leaderboard, paths
+
+    folder = paths.results_dir()
+    if args.rebuild:
+        n = leaderboard.rebuild(folder)
+        print(f"rebuilt {folder / leaderboard.DB_NAME} from {n} result file(s)")
+    df = leaderboard.table(folder, profile=args.profile, history=args.history)
+    print(leaderboard.render(df))
+    if len(df):
+        png = leaderboard.plot(df, folder / f"leaderboard-{args.profile}.png")
+        print(f"plot: {png}")
+    return 0
+
+
+def cmd_ladder(args) -> int:
+    """The sanity ladder: retrain oracle > finetune > noop on the competition score."""
+    from harness import score
+
+    protocol = _protocol(args)
+    rows = []
+    for path in LADDER:
+        fraction = ORACLE_BUDGET_FRACTION if path.endswith("retrain.py") else None
+        r = score.score(path, protocol, k=args.k, workers=args.workers, budget_fraction=fraction,
+                        progress=not args.quiet)
+        rows.append(r)
+        print(score.summary_text(r), flush=True)
+    print(f"\nsanity ladder on profile {protocol.name}, K={rows[0]['k']}:")
+    for r in sorted(rows, key=lambda r: -r["score"]):
+        lo, hi = r["score_ci95"]
+        print(f"  {r['submission_name']:<10} score {r['score']:.4f}  [{lo:.4f}, {hi:.4f}]  F {r['forget_quality']:.4f}"
+              f"  RA {r['retain_acc']:.1f}%  TA {r['test_acc']:.1f}%  forget acc {r['forget_acc']:.1f}%")
+    noop, finetune, retrain = (r["score"] for r in rows)
+    holds = retrain > finetune > noop
+    print(f"ladder {'holds' if holds else 'VIOLATED'}: retrain {retrain:.4f} > finetune {finetune:.4f} > noop {noop:.4f}")
+    return 0 if holds else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from harness import protocol
+
+    profiles = ", ".join(protocol.PROFILES)
+    p = argparse.ArgumentParser(prog="unlearning-harness", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, profile=True):
+        if profile:
+            sp.add_argument("--profile", default="default", help=f"protocol profile ({profiles})")
+        sp.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("score", help="score a submission: K unlearning runs, then the competition metric")
+    s.add_argument("submission", help="a .py file defining unlearning(net, retain_loader, forget_loader, val_loader)")
+    s.add_argument("--k", type=int, default=None, help="runs and retrained models (default: the profile's K)")
+    s.add_argument("--budget-fraction", type=float, default=None,
+                   help="override the time budget (fraction of one retrain); the result is marked as off-protocol")
+    s.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    common(s)
+    s.set_defaults(func=cmd_score)
+
+    r = sub.add_parser("reference", help="build (or grow) the reference pool ahead of time")
+    r.add_argument("--k", type=int, default=None, help="retrained models (default: the profile's K)")
+    common(r)
+    r.set_defaults(func=cmd_reference)
+
+    c = sub.add_parser("check", help="check a submission against the contract with one run on `quick`")
+    c.add_argument("submission")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_check)
+
+    lb = sub.add_parser("leaderboard", help="print the local leaderboard and plot it")
+    lb.add_argument("--profile", default="default", help=f"protocol profile ({profiles})")
+    lb.add_argument("--history", action="store_true", help="every result, not only each submission's latest")
+    lb.add_argument("--rebuild", action="store_true", help="rebuild the database from the result JSON files")
+    lb.set_defaults(func=cmd_leaderboard)
+
+    ld = sub.add_parser("ladder", help="score noop, finetune and the retrain oracle; check their order")
+    ld.add_argument("--k", type=int, default=None)
+    common(ld)
+    ld.set_defaults(func=cmd_ladder)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.runner import RunError, SubmissionError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished work is saved; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RunError as e:
+        first, _, rest = str(e).partition("\n")
+        print(f"error: {first}", file=sys.stderr)
+        if rest:
+            print("  " + rest.replace("\n", "\n  "), file=sys.stderr)
+        print("no score was published; fix the submission and run the same command again", file=sys.stderr)
+        return EXIT_ERROR
+    except (SubmissionError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR

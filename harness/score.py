@@ -1,0 +1,154 @@
+"""Score a submission end to end: reference pool → K unlearning runs → metric → result file →
+leaderboard row. The result JSON carries everything needed to trace and reproduce its numbers."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness import __version__, metric, paths, reference_pool, runner
+from harness.protocol import PROTOCOL_VERSION, Protocol
+
+RESULT_SCHEMA = 1
+
+
+def budget_seconds(protocol: Protocol, pool, fraction: float | None = None) -> float:
+    """The wall-clock budget of one run: a fraction of one retrain measured on this machine."""
+    fraction = protocol.unlearn_budget_fraction if fraction is None else fraction
+    return max(protocol.unlearn_budget_min_s, fraction * pool.retrain_seconds())
+
+
+def score(submission_path: str, protocol: Protocol, k: int | None = None, workers: int | None = None,
+          budget_fraction: float | None = None, progress: bool = True, record: bool = True) -> dict:
+    started = time.perf_counter()
+    submission = runner.Submission.load(submission_path)   # before anything is written
+    k = protocol.k if k is None else k
+    if k < 2:
+        raise ValueError(f"--k must be at least 2 (got {k}): the metric compares two populations of models")
+    if budget_fraction is not None and budget_fraction <= 0:
+        raise ValueError(f"--budget-fraction must be positive (got {budget_fraction})")
+    workers = workers or reference_pool.default_workers(protocol)
+    pool = reference_pool.ensure(protocol, k, workers=workers, progress=progress)
+    pool_seconds = time.perf_counter() - started
+    budget_s = budget_seconds(protocol, pool, budget_fraction)
+    t_runs = time.perf_counter()
+    runs = runner.run_all(protocol, pool, submission, k, budget_s, workers, progress)
+    runs_seconds = time.perf_counter() - t_runs
+    t_metric = time.perf_counter()
+    result = summarise(protocol, pool, submission, runs, budget_s, budget_fraction)
+    result["seconds"].update(total=time.perf_counter() - started, reference_pool=pool_seconds,
+                             runs_wall=runs_seconds, metric=time.perf_counter() - t_metric)
+    if record:
+        write(result)
+    return result
+
+
+def summarise(protocol: Protocol, pool, submission: runner.Submission, runs: list[dict], budget_s: float,
+              budget_fraction: float | None) -> dict:
+    k = len(runs)
+    retrain_conf = pool.forget_confidences()                                   # [K, N]
+    unlearned_conf = np.array([r["forget_confidences"] for r in runs], dtype=np.float64)  # [K, N]
+    acc = {key: np.array([r[key] for r in runs], dtype=np.float64) for key in ("retain_acc", "test_acc", "forget_acc")}
+    ref = {key: pool.accuracies(key) for key in ("retain_acc", "test_acc", "forget_acc")}
+    eps = metric.epsilons(retrain_conf, unlearned_conf)
+    f = metric.forget_quality(retrain_conf, unlearned_conf)
+    null_f = metric.null_forget_quality(retrain_conf)
+    final = metric.final_score(f, acc["retain_acc"].mean(), ref["retain_acc"].mean(),
+                               acc["test_acc"].mean(), ref["test_acc"].mean())
+    low, high = metric.score_interval(retrain_conf, unlearned_conf, acc["retain_acc"], ref["retain_acc"],
+                                      acc["test_acc"], ref["test_acc"])
+    created = dt.datetime.now(dt.timezone.utc)
+    seconds = np.array([r["seconds"] for r in runs])
+    return {
+        "schema": RESULT_SCHEMA,
+        "id": f"{protocol.name}-{submission.name}-{submission.sha256[:8]}-k{k}-{created:%Y%m%dT%H%M%S%fZ}",
+        "created": created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "protocol_version": PROTOCOL_VERSION,
+        "profile": protocol.name,
+        "protocol": protocol.to_dict(),
+        "reference_hash": protocol.reference_hash(),
+        "k": k,
+        "n_forget": int(retrain_conf.shape[1]),
+        "submission": _display_path(submission.path),
+        "submission_name": submission.name,
+        "submission_sha256": submission.sha256,
+        "score": final,
+        "score_ci95": [low, high],
+        "forget_quality": f,
+        "null_forget_quality": null_f,
+        "relative_forget_quality": f / null_f if null_f > 0 else float("nan"),
+        "retain_acc_ratio": acc["retain_acc"].mean() / ref["retain_acc"].mean(),
+        "test_acc_ratio": acc["test_acc"].mean() / ref["test_acc"].mean(),
+        "retain_acc": acc["retain_acc"].mean(),
+        "test_acc": acc["test_acc"].mean(),
+        "forget_acc": acc["forget_acc"].mean(),
+        "reference": {key: float(v.mean()) for key, v in ref.items()},
+        "original": {key: pool.original[key] for key in ("retain_acc", "test_acc", "forget_acc", "val_acc")},
+        "epsilons": [float(e) for e in eps],
+        "points": [float(p) for p in metric.points(eps, k)],
+        "seeds": {"original": protocol.original_seed, "retrain": [r["seed"] for r in pool.retrains],
+                  "unlearn": [r["seed"] for r in runs]},
+        "budget": {"seconds": budget_s, "fraction": protocol.unlearn_budget_fraction if budget_fraction is None
+                   else budget_fraction, "protocol_budget": budget_fraction is None,
+                   "retrain_seconds": pool.retrain_seconds(), "over_budget_runs": int(sum(r["over_budget"] for r in runs))},
+        "seconds": {"unlearning_mean": float(seconds.mean()), "unlearning_max": float(seconds.max()),
+                    "unlearning_total": float(seconds.sum()), "retrain_mean": pool.retrain_seconds()},
+        "isolation": {"network_isolated": all(r.get("network_isolated") for r in runs),
+                      "memory_limit_gb": runs[0].get("memory_limit_gb")},
+        "versions": versions(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count()},
+    }
+
+
+def versions() -> dict:
+    import joblib
+    import torch
+
+    return {"harness": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "joblib": joblib.__version__}
+
+
+def _display_path(path: Path) -> str:
+    """The leaderboard's key for a submission: relative to the checkout when inside it, so the
+    same file is the same submission from whatever folder it was scored."""
+    try:
+        return str(path.relative_to(paths.REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def write(result: dict) -> Path:
+    from harness import leaderboard
+
+    folder = paths.results_dir()
+    path = folder / f"{result['id']}.json"
+    paths.atomic_write_json(path, result)
+    leaderboard.record(result, folder)
+    return path
+
+
+def summary_text(r: dict) -> str:
+    lo, hi = r["score_ci95"]
+    ref = r["reference"]
+    lines = [
+        f"{r['submission']}  (sha256 {r['submission_sha256'][:12]}, profile {r['profile']}, K={r['k']}, "
+        f"protocol {r['protocol_version']})",
+        f"  score              {r['score']:.4f}   95% CI [{lo:.4f}, {hi:.4f}]",
+        f"  forget quality F   {r['forget_quality']:.4f}   (null ceiling {r['null_forget_quality']:.4f}: "
+        f"{100 * r['relative_forget_quality']:.0f}% of a perfect unlearner)",
+        f"  retain accuracy    {r['retain_acc']:.1f}%   retrained {ref['retain_acc']:.1f}%   ratio {r['retain_acc_ratio']:.3f}",
+        f"  test accuracy      {r['test_acc']:.1f}%   retrained {ref['test_acc']:.1f}%   ratio {r['test_acc_ratio']:.3f}",
+        f"  forget accuracy    {r['forget_acc']:.1f}%   retrained {ref['forget_acc']:.1f}%   "
+        f"original {r['original']['forget_acc']:.1f}%",
+        f"  unlearning         {r['seconds']['unlearning_mean']:.2f} s/run (budget {r['budget']['seconds']:.1f} s"
+        f"{'' if r['budget']['protocol_budget'] else ', NOT the protocol budget'}; one retrain "
+        f"{r['seconds']['retrain_mean']:.1f} s)   total {r['seconds']['total']:.0f} s",
+    ]
+    if r["budget"]["over_budget_runs"]:
+        lines.append(f"  WARNING: {r['budget']['over_budget_runs']} run(s) took longer than the budget")
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""Shared fixtures: one real `quick` reference pool per test session, in a temporary cache, so
+every test goes through the same code paths users run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import protocol, reference_pool
+
+REPO = Path(__file__).resolve().parents[1]
+SUBMISSIONS = REPO / "submissions"
+BAD = Path(__file__).resolve().parent / "submissions"
+
+# The quick profile with K=2 and a short budget: failing and hanging submissions cost seconds.
+FAST = protocol.QUICK.replace(k=2, unlearn_budget_min_s=3.0, unlearn_grace_s=4.0, memory_limit_gb=1.0)
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HARNESS_CACHE_DIR", str(path))
+    yield path
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def quick_pool(cache):
+    return reference_pool.ensure(protocol.QUICK, progress=False)
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "results"
+    monkeypatch.setenv("HARNESS_RESULTS_DIR", str(path))
+    return path
+
+
+def processes_with(marker: str) -> list[int]:
+    """PIDs whose command line contains marker (to prove nothing was left running)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found

@@ -1,0 +1,1 @@
+unlearning = 42

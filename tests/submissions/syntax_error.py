@@ -1,0 +1,2 @@
+def unlearning(net, retain_loader, forget_loader, val_loader)
+    return None

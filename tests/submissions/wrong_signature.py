@@ -1,0 +1,2 @@
+def unlearning(net, retain_loader):
+    return None

@@ -1,0 +1,115 @@
+"""`harness score` end to end on the quick profile, through the real CLI where users go."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import BAD, REPO, SUBMISSIONS
+from harness import protocol, runner
+
+REQUIRED = ("protocol_version", "profile", "k", "submission", "submission_sha256", "forget_quality", "score",
+            "retain_acc_ratio", "test_acc_ratio", "retain_acc", "test_acc", "forget_acc", "epsilons", "seconds",
+            "score_ci95", "null_forget_quality", "relative_forget_quality")
+# What may differ between two runs of the same score: identity and wall-clock measurements.
+VOLATILE = ("id", "created", "seconds", "budget", "machine")
+
+
+def harness(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def stable(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in VOLATILE}
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_first_run_from_an_empty_cache_twice_gives_identical_numbers(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        env = {"HARNESS_CACHE_DIR": str(tmp_path / f"cache-{name}"), "HARNESS_RESULTS_DIR": str(tmp_path / f"res-{name}")}
+        started = time.perf_counter()
+        out = harness("score", "submissions/finetune.py", "--profile", "quick", "--json", "--quiet", env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert time.perf_counter() - started < 120
+        results.append(last_json(out.stdout))
+    a, b = results
+    for key in REQUIRED:
+        assert key in a, key
+    assert a["profile"] == "quick" and a["k"] == protocol.QUICK.k and len(a["epsilons"]) == a["n_forget"]
+    assert a["score_ci95"][0] <= a["score"] <= a["score_ci95"][1]
+    assert stable(a) == stable(b)
+    written = json.loads((tmp_path / "res-a" / f"{a['id']}.json").read_text())
+    assert stable(written) == stable(a)
+
+
+def test_kill_9_in_the_middle_then_resume_gives_the_uninterrupted_numbers(quick_pool, tmp_path):
+    env = {"HARNESS_RESULTS_DIR": str(tmp_path / "results")}
+    sub = BAD / "slow_finetune.py"
+    folder = runner.runs_dir(quick_pool.dir, protocol.QUICK, runner.Submission.load(sub))
+    args = [sys.executable, "-m", "harness", "score", str(sub), "--profile", "quick", "--json", "--quiet"]
+    proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, **env}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(folder.glob("run_*.json"))) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = sorted(folder.glob("run_*.json"))
+    assert 2 <= len(done_before) < protocol.QUICK.k, "the kill did not land in the middle of the score"
+    assert not list((tmp_path / "results").glob("*.json"))
+    kept = {p.name: p.read_bytes() for p in done_before}
+
+    resumed = harness("score", str(sub), "--profile", "quick", "--json", "--quiet", env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name, blob in kept.items():  # finished runs were reused, not recomputed
+        assert (folder / name).read_bytes() == blob
+
+    for p in folder.glob("run_*.json"):
+        p.unlink()
+    fresh = harness("score", str(sub), "--profile", "quick", "--json", "--quiet", env=env)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert stable(last_json(resumed.stdout)) == stable(last_json(fresh.stdout))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["score", "submissions/does_not_exist.py"], "does not exist"),
+    (["score", "pyproject.toml"], "is not a Python file"),
+    (["score", "tests/submissions/syntax_error.py"], "is not valid Python"),
+    (["score", "submissions/finetune.py", "--profile", "nope"], "unknown profile 'nope'"),
+    (["score", "submissions/finetune.py", "--k", "1"], "must be at least 2"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path):
+    env = {"HARNESS_CACHE_DIR": str(tmp_path / "cache"), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
+    out = harness(*args, env=env, timeout=60)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "results").exists()
+
+
+def test_failed_run_through_the_cli_names_the_run_and_publishes_nothing(quick_pool, tmp_path):
+    env = {"HARNESS_RESULTS_DIR": str(tmp_path / "results")}
+    out = harness("score", str(BAD / "raises.py"), "--profile", "quick", "--k", "2", "--quiet", env=env)
+    assert out.returncode == 2
+    first = out.stderr.strip().splitlines()[0]
+    assert first.startswith("error: run ") and "ZeroDivisionError" in first, out.stderr
+    assert "Traceback" in out.stderr or "deliberate failure" in out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_check_accepts_the_shipped_submissions_and_rejects_a_bad_one(quick_pool):
+    ok = harness("check", str(SUBMISSIONS / "finetune.py"), "--quiet")
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr[-2000:]
+    assert "architecture unchanged" in ok.stdout
+    bad = harness("check", str(BAD / "nan_weights.py"), "--quiet")
+    assert bad.returncode == 2 and "weights are not finite" in bad.stderr.splitlines()[0]
