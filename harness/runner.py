@@ -125,6 +125,9 @@ def _isolate(protocol: Protocol, scratch: Path) -> dict:
         applied["memory_limit_gb"] = protocol.memory_limit_gb
     if libc.unshare(_CLONE_NEWNET) == 0:  # needs root or user namespaces; detected otherwise
         applied["network_isolated"] = True
+    from harness import reference_pool
+
+    reference_pool._WORKER_CACHE.clear()  # the worker's cached splits include the test set
     os.chdir(scratch)
     for key in [k for k in os.environ if k.startswith("HARNESS_")]:
         del os.environ[key]
@@ -348,6 +351,7 @@ def run_one(protocol_dict: dict, data_root: str, original_path: str, submission:
     box.mkdir()
     out, status_path = box / "weights.pt", box / "status.json"
     child_splits = {k: splits[k] for k in ("retain", "forget", "validation")}
+    del splits  # the forked run must find no reference to the test split, not even up its stack
     before = _children(os.getpid())
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
@@ -382,6 +386,7 @@ def run_one(protocol_dict: dict, data_root: str, original_path: str, submission:
             break
         time.sleep(0.02)
     wall = time.perf_counter() - started
+    splits, _ = _worker_state(protocol, Path(data_root), Path(original_path))
     _kill_leftovers(pid, spare=before)
     reader.join(timeout=5)
     status = None

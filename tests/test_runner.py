@@ -52,7 +52,7 @@ def test_syntax_error_is_rejected_before_any_run(quick_pool, results):
 
 
 def test_survivors_count_normally(quick_pool, results):
-    for name in ("prints_megabytes", "writes_files", "mutates_loaders"):
+    for name in ("prints_megabytes", "writes_files", "mutates_loaders", "looks_for_test_set"):
         r = _score(BAD / f"{name}.py", workers=1)  # one worker: run 1 follows run 0 in the same process
         assert r["k"] == FAST.k and 0.0 <= r["forget_quality"] <= 1.0, name
         assert (results / f"{r['id']}.json").exists()
