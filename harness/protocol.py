@@ -108,9 +108,13 @@ QUICK = Protocol(
     device="cpu", eval_batch_size=512,
 )
 
+# The laptop CPU profile. 24x24, not the competition's 32x32: on 2 cores a 32x32 model takes
+# ~20 s (33 models ~ 5.5 min, over the 5-minute first-run budget), 24x24 ~ 11 s and 16x16 ~ 6 s
+# (single-thread workers, two at once); 24 is the largest size that fits, and keeps the identity
+# signal (original vs retrained forget accuracy ~ 84% vs 42%).
 DEFAULT = Protocol(
     name="default",
-    data_seed=0, n_identities=600, images_per_identity=(5, 20), image_size=32, n_forget_identities=15,
+    data_seed=0, n_identities=600, images_per_identity=(5, 20), image_size=24, n_forget_identities=15,
     split_seed=0, split_fractions=(0.8, 0.1, 0.1), n_classes=10, pixel_scale="unit",
     arch="cnn", width=16,
     epochs=12, batch_size=128, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
