@@ -612,6 +612,9 @@ def _install(tmp: Path, root: Path, data_hash: str) -> None:
 def ensure_data(protocol: Protocol, cache_dir: Path) -> Path:
     """The protocol's data folder `cache_dir/data-<data_hash>`, generated when missing or
     incomplete or made by another generator version. Safe when several processes call it at once."""
+    if protocol.data_source != GENERATOR_VERSION:
+        raise ValueError(f"profile {protocol.name!r} asks for data source {protocol.data_source!r}; this "
+                         f"harness generates {GENERATOR_VERSION!r}: update the profile or the harness")
     root = Path(cache_dir) / f"data-{protocol.data_hash()}"
     if _is_current(root, protocol.data_hash()):
         return root

@@ -22,6 +22,7 @@ class Protocol:
     name: str
 
     # --- data (PROTOCOL §2) ---
+    data_source: str                      # generator (and its version) that makes the data; in every hash
     data_seed: int                        # seeds the synthetic face-age generator
     n_identities: int                     # people in the synthetic data set
     images_per_identity: tuple[int, int]  # min, max images per person (inclusive)
@@ -77,7 +78,7 @@ class Protocol:
 
     def data_fields(self) -> dict:
         """The fields that decide the data set on disk."""
-        keep = {"data_seed", "n_identities", "images_per_identity", "image_size", "n_forget_identities",
+        keep = {"data_source", "data_seed", "n_identities", "images_per_identity", "image_size", "n_forget_identities",
                 "split_seed", "split_fractions", "n_classes"}
         return {k: v for k, v in self.to_dict().items() if k in keep}
 
@@ -96,13 +97,17 @@ def _hash(obj: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+# The embedded generator's version (harness.data.GENERATOR_VERSION): part of every cache key, so
+# a new generator never reuses models trained on the old data.
+SYNTHETIC = "synthetic-faces-1"
+
 QUICK = Protocol(
     name="quick",
-    data_seed=0, n_identities=160, images_per_identity=(3, 9), image_size=16, n_forget_identities=15,
+    data_source=SYNTHETIC, data_seed=0, n_identities=160, images_per_identity=(3, 9), image_size=16, n_forget_identities=15,
     split_seed=0, split_fractions=(0.8, 0.1, 0.1), n_classes=10, pixel_scale="unit",
-    arch="cnn", width=8,
-    epochs=6, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
-    class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=4,
+    arch="cnn", width=16,
+    epochs=12, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
+    class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=8,
     k=8, original_seed=0, retrain_seed0=1000, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=20.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
@@ -114,7 +119,7 @@ QUICK = Protocol(
 # signal (original vs retrained forget accuracy ~ 84% vs 42%).
 DEFAULT = Protocol(
     name="default",
-    data_seed=0, n_identities=600, images_per_identity=(5, 20), image_size=24, n_forget_identities=15,
+    data_source=SYNTHETIC, data_seed=0, n_identities=600, images_per_identity=(5, 20), image_size=24, n_forget_identities=15,
     split_seed=0, split_fractions=(0.8, 0.1, 0.1), n_classes=10, pixel_scale="unit",
     arch="cnn", width=16,
     epochs=12, batch_size=128, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
@@ -128,7 +133,7 @@ DEFAULT = Protocol(
 # until real data sources land.
 COMPETITION = Protocol(
     name="competition",
-    data_seed=0, n_identities=2000, images_per_identity=(5, 20), image_size=32, n_forget_identities=15,
+    data_source=SYNTHETIC, data_seed=0, n_identities=2000, images_per_identity=(5, 20), image_size=32, n_forget_identities=15,
     split_seed=0, split_fractions=(0.8, 0.1, 0.1), n_classes=10, pixel_scale="raw",
     arch="resnet18", width=64,
     epochs=30, batch_size=64, optimizer="adam", lr=1e-4, weight_decay=5e-3, schedule="cosine",
