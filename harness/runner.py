@@ -411,7 +411,9 @@ def run_one(protocol_dict: dict, data_root: str, original_path: str, submission:
             models.check_finite(state)
         except Exception as e:  # noqa: BLE001 - every way the weights can be wrong is the run's failure
             raise RunError(f"run {i} (seed {seed}) failed: {e}") from None
+        t_eval = time.perf_counter()
         metrics = reference_pool.evaluate_state(protocol, state, splits)
+        metrics["eval_seconds"] = time.perf_counter() - t_eval
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rec = {"index": i, "seed": seed, "seconds": status["seconds"], "wall_seconds": wall,

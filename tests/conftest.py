@@ -50,3 +50,18 @@ def processes_with(marker: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def run_processes_left() -> list[int]:
+    """Processes below the worker processes of this test session: every run, and everything a
+    run started, must be gone once a score returns or fails."""
+    import time
+
+    from harness.runner import _children
+
+    deadline = time.time() + 5  # a cancelled worker's run dies with it, within moments
+    while True:
+        left = sorted(pid for worker in _children(os.getpid()) for pid in _children(worker))
+        if not left or time.time() > deadline:
+            return left
+        time.sleep(0.05)

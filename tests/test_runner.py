@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import BAD, FAST, SUBMISSIONS, processes_with
+from conftest import BAD, FAST, SUBMISSIONS, processes_with, run_processes_left
 from harness import leaderboard, runner, score
 
 REJECTED = [
@@ -42,6 +42,7 @@ def test_bad_submission_is_rejected_and_leaves_nothing(name, reason, quick_pool,
     assert re.search(reason, first_line), first_line
     assert not results.exists() or not list(results.glob("*.json")), "a failed score published a result"
     assert not (results / leaderboard.DB_NAME).exists()
+    assert run_processes_left() == []
     # Hangs are killed at budget + grace, not later.
     assert time.perf_counter() - started < 60
 
@@ -56,6 +57,7 @@ def test_survivors_count_normally(quick_pool, results):
         r = _score(BAD / f"{name}.py", workers=1)  # one worker: run 1 follows run 0 in the same process
         assert r["k"] == FAST.k and 0.0 <= r["forget_quality"] <= 1.0, name
         assert (results / f"{r['id']}.json").exists()
+        assert run_processes_left() == []
 
 
 def test_output_is_captured_and_truncated(quick_pool, results):
