@@ -145,17 +145,14 @@ def _train_one(protocol_dict: dict, data_root: str, root: str, j: int | None) ->
 
 
 def _concat(a, b):
-    from harness import data
-
-    return data.Split(images=torch_cat(a.images, b.images), age_group=torch_cat(a.age_group, b.age_group),
-                      age=torch_cat(a.age, b.age), person_id=torch_cat(a.person_id, b.person_id),
-                      image_id=list(a.image_id) + list(b.image_id))
-
-
-def torch_cat(x, y):
+    """The original's training set, D = retain ∪ forget."""
     import torch
 
-    return torch.cat([x, y])
+    from harness import data
+
+    return data.Split(images=torch.cat([a.images, b.images]), age_group=torch.cat([a.age_group, b.age_group]),
+                      age=torch.cat([a.age, b.age]), person_id=torch.cat([a.person_id, b.person_id]),
+                      image_id=list(a.image_id) + list(b.image_id))
 
 
 # ---- harness side -----------------------------------------------------------------------------

@@ -293,7 +293,7 @@ def _output_text(keep: dict) -> str:
             + tail.decode(errors="replace"))
 
 
-def _reason(status: dict | None, exit_info: str, budget_s: float) -> str:
+def _reason(status: dict | None, exit_info: str) -> str:
     if status is None:
         return f"the run ended without finishing ({exit_info}): it exited or was killed inside unlearning()"
     error = status.get("error", "")
@@ -401,7 +401,7 @@ def run_one(protocol_dict: dict, data_root: str, original_path: str, submission:
                            f"(budget {budget_s:.1f} s + {protocol.unlearn_grace_s:.0f} s setup grace)")
         if not status or not status.get("ok"):
             detail = _tail(status["error"]) if status and status.get("error") else ""
-            raise RunError(f"run {i} (seed {seed}) failed: {_reason(status, exit_info, budget_s)}"
+            raise RunError(f"run {i} (seed {seed}) failed: {_reason(status, exit_info)}"
                            + (f"\n{detail}" if detail and "Traceback" in detail else ""))
         try:
             state = torch.load(out, map_location="cpu", weights_only=True)
