@@ -58,8 +58,7 @@ def cmd_check(args) -> int:
     pool = reference_pool.ensure(protocol, 2, progress=not args.quiet)
     budget_s = score.budget_seconds(protocol, pool)
     with tempfile.TemporaryDirectory(prefix="harness-check-") as out:
-        job = (runner.run_one, (protocol.to_dict(), str(pool.data_root), str(pool.original_weights),
-                                str(submission.path), 0, protocol.unlearn_seed0, budget_s, out))
+        job = runner.run_job(protocol, pool, submission, 0, budget_s, Path(out))
         rec = next(parallel.run([job], 1, progress=False, desc="check", unit="run"))
     print(f"ok: {args.submission} meets the contract (sha256 {submission.sha256[:12]})")
     print(f"  unlearning() ran in {rec['seconds']:.2f} s on profile quick (budget {budget_s:.1f} s)")

@@ -25,8 +25,8 @@ expression, sensor noise) so that recognising a person is not a pixel lookup.
 The constants below were tuned with the DEFAULT profile's small CNN (12 epochs, 32x32): a model
 trained with the forget identities reaches about 0.75-0.8 accuracy on the forget set, one
 retrained without them about 0.3-0.5, and both about 0.45-0.5 on the test set. Changing any
-constant changes the data: bump GENERATOR_VERSION (cached data sets of another version are
-regenerated).
+constant changes the data: bump the version (`protocol.SYNTHETIC`, which GENERATOR_VERSION names),
+so that cached data sets and the reference pools trained on them are made anew.
 """
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.protocol import Protocol
+from harness.protocol import SYNTHETIC, Protocol
 
-GENERATOR_VERSION = "synthetic-faces-1"
+GENERATOR_VERSION = SYNTHETIC  # named in the protocol, so that it is part of every cache key
 SPLITS = ("retain", "forget", "validation", "test")
 CSV_COLUMNS = ("image_id", "person_id", "age", "age_group")
 PACKED_CACHE = "splits.pt"

@@ -98,7 +98,7 @@ def _hash(obj: dict) -> str:
 
 
 # The embedded generator's version (harness.data.GENERATOR_VERSION): part of every cache key, so
-# a new generator never reuses models trained on the old data.
+# a new generator never reuses models trained on the old data. Bump it when the generator changes.
 SYNTHETIC = "synthetic-faces-1"
 
 QUICK = Protocol(

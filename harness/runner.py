@@ -425,6 +425,12 @@ def run_one(protocol_dict: dict, data_root: str, original_path: str, submission:
     return rec
 
 
+def run_job(protocol: Protocol, pool, submission: Submission, i: int, budget_s: float, out_dir: Path) -> tuple:
+    """Run i (seed unlearn_seed0 + i) as a job for `parallel.run`: plain, picklable arguments."""
+    return (run_one, (protocol.to_dict(), str(pool.data_root), str(pool.original_weights), str(submission.path),
+                      i, protocol.unlearn_seed0 + i, budget_s, str(out_dir)))
+
+
 def run_all(protocol: Protocol, pool, submission: Submission, k: int, budget_s: float,
             workers: int, progress: bool = True) -> list[dict]:
     """K runs (seeds unlearn_seed0 + i), reusing every run already on disk. Fails fast: the first
@@ -435,8 +441,7 @@ def run_all(protocol: Protocol, pool, submission: Submission, k: int, budget_s: 
     folder.mkdir(parents=True, exist_ok=True)
     records = {i: rec for i in range(k) if (rec := read_run(run_path(folder, i))) is not None}
     todo = [i for i in range(k) if i not in records]
-    jobs = [(run_one, (protocol.to_dict(), str(pool.data_root), str(pool.original_weights), str(submission.path),
-                       i, protocol.unlearn_seed0 + i, budget_s, str(folder))) for i in todo]
+    jobs = [run_job(protocol, pool, submission, i, budget_s, folder) for i in todo]
     if jobs:
         for rec in parallel.run(jobs, workers, progress, desc=f"unlearning {submission.name}", unit="run"):
             records[rec["index"]] = rec
