@@ -5,10 +5,19 @@ On disk, under one root folder:
 
     retain.csv, forget.csv, validation.csv, test.csv   columns image_id, person_id, age, age_group
     images/<person>/<n>.png                             RGB, image_size x image_size; image_id "<person>-<n>"
-    meta.json                                           generator version, data hash, counts, age-group edges
+    meta.json                                           generator version, data hash, counts, age-group edges,
+                                                        sha256 of each CSV, one digest of all images
+    splits.pt, splits.json                              the packed splits, and their sha256 (written after them)
 
 `test.csv` is the harness's own (entrants never see it). `meta.json` is written last inside a
 temporary sibling folder that is then renamed into place, so a folder with `meta.json` is complete.
+
+Integrity. Loading uses `splits.pt` only when its bytes match the sha256 in `splits.json` and the
+CSVs are the ones it was packed from; otherwise the splits are rebuilt from the PNGs, and then
+(only then: hashing every image costs time) the CSVs and images are checked against the digests
+in `meta.json`, when it has them. A mismatch is an error for a folder you provide; the generated
+data set is made again (`ensure_data`, one warning line). Generation holds a lock file,
+`<cache>/.data-<hash>.lock`, so that two processes never make the same data set at once.
 
 The generator. Each person has fixed traits that have nothing to do with age (face width, skin
 tone, hair colour and style, eye colour and spacing, clothing colour and pattern, a
@@ -36,6 +45,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,13 +53,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness import paths
 from harness.protocol import SYNTHETIC, Protocol
 
 GENERATOR_VERSION = SYNTHETIC  # named in the protocol, so that it is part of every cache key
 SPLITS = ("retain", "forget", "validation", "test")
 CSV_COLUMNS = ("image_id", "person_id", "age", "age_group")
 PACKED_CACHE = "splits.pt"
-PACKED_CACHE_VERSION = 1
+PACKED_RECORD = "splits.json"   # {"version", "sha256" of splits.pt, "csv_sha256" it was packed from}
+PACKED_CACHE_VERSION = 2
 
 # ---- ages --------------------------------------------------------------------------------------
 AGE_MIN, AGE_MAX = 1, 90              # pinned on two people so the bin edges are the same every time
@@ -521,17 +533,24 @@ def _write_dataset(protocol: Protocol, folder: Path) -> None:
 
     for pid in np.unique(person):
         (folder / "images" / str(pid)).mkdir(parents=True, exist_ok=True)
+    image_entries = []
     for i in range(len(person)):
-        (folder / "images" / str(person[i]) / f"{number[i]}.png").write_bytes(_png_bytes(images[i]))
+        relative = f"images/{person[i]}/{number[i]}.png"
+        png = _png_bytes(images[i])
+        (folder / relative).write_bytes(png)
+        image_entries.append((relative, hashlib.sha256(png).hexdigest()))
 
-    counts, class_counts = {}, {}
+    counts, class_counts, csv_sha256 = {}, {}, {}
     for k, name in enumerate(SPLITS):
         rows = np.flatnonzero(split == k)  # already in (person, number) order
-        with open(folder / f"{name}.csv", "w", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(CSV_COLUMNS)
-            for i in rows:
-                w.writerow([f"{person[i]}-{number[i]}", int(person[i]), int(ages[i]), int(groups[i])])
+        text = io.StringIO()
+        w = csv.writer(text, lineterminator="\n")
+        w.writerow(CSV_COLUMNS)
+        for i in rows:
+            w.writerow([f"{person[i]}-{number[i]}", int(person[i]), int(ages[i]), int(groups[i])])
+        blob = text.getvalue().encode()
+        (folder / f"{name}.csv").write_bytes(blob)
+        csv_sha256[name] = hashlib.sha256(blob).hexdigest()
         counts[name] = int(len(rows))
         class_counts[name] = np.bincount(groups[rows], minlength=protocol.n_classes).tolist()
     meta = {
@@ -546,6 +565,8 @@ def _write_dataset(protocol: Protocol, folder: Path) -> None:
         "age_group_edges": edges.tolist(),
         "class_counts": class_counts,
         "class_counts_all": np.bincount(groups, minlength=protocol.n_classes).tolist(),
+        "csv_sha256": csv_sha256,
+        "images_sha256": _digest(image_entries),
     }
     # Written last: its presence marks a complete data set.
     (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -557,15 +578,45 @@ def _is_complete(root: Path) -> bool:
 
 def _read_meta(root: Path) -> dict:
     try:
-        return json.loads((root / "meta.json").read_text())
+        meta = json.loads((root / "meta.json").read_text())
     except (OSError, ValueError):
         return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _is_current(root: Path, data_hash: str) -> bool:
-    """A complete data set of this data hash made by this generator version."""
+    """A complete data set of this data hash made by this generator version, with its digests."""
     meta = _read_meta(root)
-    return meta.get("data_hash") == data_hash and meta.get("generator_version") == GENERATOR_VERSION
+    return (meta.get("data_hash") == data_hash and meta.get("generator_version") == GENERATOR_VERSION
+            and "images_sha256" in meta and "csv_sha256" in meta)
+
+
+def _digest(entries) -> str:
+    """One sha256 over the sorted lines "<path relative to the root> <sha256 of the file>"."""
+    h = hashlib.sha256()
+    for relative, sha in sorted(entries):
+        h.update(f"{relative} {sha}\n".encode())
+    return h.hexdigest()
+
+
+def images_digest(root: Path) -> str:
+    """The digest (see `_digest`) of every file under `root/images`: it changes when an image is
+    altered, truncated, added or removed."""
+    root = Path(root)
+    files = [p for p in (root / "images").rglob("*") if p.is_file()]
+    return _digest((p.relative_to(root).as_posix(), paths.file_sha256(p)) for p in files)
+
+
+def _mismatch(root: Path, fingerprint: dict[str, str]) -> str | None:
+    """What differs from the digests in meta.json (nothing to compare without them), or None."""
+    meta = _read_meta(root)
+    recorded = meta.get("csv_sha256") if isinstance(meta.get("csv_sha256"), dict) else {}
+    for name, sha in fingerprint.items():
+        if name in recorded and recorded[name] != sha:
+            return f"{name}.csv does not match its sha256 in meta.json (altered or truncated)"
+    if "images_sha256" in meta and images_digest(root) != meta["images_sha256"]:
+        return "the images do not match their digest in meta.json (an image altered, truncated, added or removed)"
+    return None
 
 
 def generate(protocol: Protocol, root: Path) -> Path:
@@ -581,6 +632,10 @@ def generate(protocol: Protocol, root: Path) -> Path:
         tmp.mkdir()
         _write_dataset(protocol, tmp)
         _install(tmp, root, protocol.data_hash())
+    except OSError as e:  # a full disk, say: name the data set, not a file of the folder removed below
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(root)) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -610,15 +665,56 @@ def _install(tmp: Path, root: Path, data_hash: str) -> None:
 
 
 def ensure_data(protocol: Protocol, cache_dir: Path) -> Path:
-    """The protocol's data folder `cache_dir/data-<data_hash>`, generated when missing or
-    incomplete or made by another generator version. Safe when several processes call it at once."""
+    """The protocol's data folder `cache_dir/data-<data_hash>`, generated when missing, incomplete,
+    made by another generator version, or failing its integrity check (then with a warning), and
+    with its splits packed. Safe when several processes call it at once: one generates, the others
+    wait for it."""
     if protocol.data_source != GENERATOR_VERSION:
         raise ValueError(f"profile {protocol.name!r} asks for data source {protocol.data_source!r}; this "
                          f"harness generates {GENERATOR_VERSION!r}: update the profile or the harness")
     root = Path(cache_dir) / f"data-{protocol.data_hash()}"
-    if _is_current(root, protocol.data_hash()):
+    if _unusable(root, protocol.data_hash()) is None:
         return root
-    return generate(protocol, root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with paths.locked(root.parent / f".{root.name}.lock", f"generating data set {root.name}"):
+        problem = _unusable(root, protocol.data_hash())  # again: another process may have made it meanwhile
+        if problem is None:
+            return root
+        if problem:
+            print(f"data set {root}: {problem}: generating it again", file=sys.stderr, flush=True)
+        # Under the lock, whatever a killed generation left beside the folder is stale.
+        _remove(root)
+        for stale in [*root.parent.glob(f".{root.name}.tmp-*"), *root.parent.glob(f".{root.name}.old-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        generate(protocol, root)
+        load_splits(root)  # pack the splits once, here, rather than in every worker
+    return root
+
+
+def _unusable(root: Path, data_hash: str) -> str | None:
+    """None when the data set at root can be used (packing its splits if needed); "" when it is
+    absent, incomplete or outdated; else what failed its integrity check."""
+    if not _is_current(root, data_hash):
+        return ""
+    try:
+        fingerprint = _csv_fingerprint(root)
+        if _packed(root, fingerprint) is not None:
+            return None
+        problem = _mismatch(root, fingerprint)
+        if problem is None:
+            _pack(root, fingerprint)
+        return problem
+    except (OSError, ValueError) as e:
+        return str(e)
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder: renamed aside first (atomic), so nobody sees it half deleted."""
+    if not path.exists():
+        return
+    aside = path.parent / f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.replace(path, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 # ================================================================================================
@@ -637,22 +733,32 @@ class Split:
         return len(self.image_id)
 
 
+class DataCorrupt(ValueError):
+    """A data folder's files differ from the digests in its meta.json."""
+
+
 def _read_csv(path: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: CSV file not found")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in CSV_COLUMNS if c not in columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(CSV_COLUMNS)}, "
-                             f"found {', '.join(columns) or 'no header'}")
-        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in CSV_COLUMNS if c not in columns]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected "
+                                 f"{', '.join(CSV_COLUMNS)}, found {', '.join(columns) or 'no header'}")
+            return [{k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)} for row in reader]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}:{reader.line_num}: not a readable CSV row ({e})") from None
 
 
 def _image_path(root: Path, image_id: str) -> Path:
     person, sep, number = image_id.rpartition("-")
-    if not sep or not person or not number:
+    # No separators and no "..": an image id names a file under root/images, nothing else.
+    if not sep or not person or not number or person in (".", "..") or any(c in image_id for c in "/\\\0"):
         raise ValueError(f"image_id {image_id!r} is not of the form <person>-<n>")
     return root / "images" / person / f"{number}.png"
 
@@ -660,8 +766,6 @@ def _image_path(root: Path, image_id: str) -> Path:
 def _read_png(path: Path) -> torch.Tensor:
     from PIL import Image
 
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: image file not found")
     try:
         with Image.open(path) as img:
             img.load()
@@ -669,7 +773,9 @@ def _read_png(path: Path) -> torch.Tensor:
                 # The models take 3 channels; read_image in the Kaggle notebooks would not convert.
                 raise ValueError(f"{path}: image mode is {img.mode}, expected RGB")
             arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, SyntaxError) as e:
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file not found") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path}: not a readable PNG image ({e})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
@@ -682,12 +788,16 @@ def read_split(root: Path, name: str) -> Split:
     images, ages, groups, persons, image_ids = [], [], [], [], []
     for line, row in enumerate(rows, start=2):
         try:
-            age, group, pid = int(row["age"]), int(row["age_group"]), int(row["person_id"])
-        except ValueError:
-            raise ValueError(f"{path}:{line}: age, age_group and person_id must be integers, got {row}") from None
-        img = _read_png(_image_path(root, row["image_id"]))
+            age, group, pid = (int(row[c]) for c in ("age", "age_group", "person_id"))
+            image_path = _image_path(root, row["image_id"])
+        except ValueError as e:
+            raise ValueError(f"{path}:{line}: {e}") from None
+        if not all(0 <= v < 2**63 for v in (age, group, pid)):
+            raise ValueError(f"{path}:{line}: age, age_group and person_id must be non-negative 64-bit integers, "
+                             f"got {row}")
+        img = _read_png(image_path)
         if images and img.shape != images[0].shape:
-            raise ValueError(f"{_image_path(root, row['image_id'])}: size {tuple(img.shape[1:])} differs from "
+            raise ValueError(f"{image_path}: size {tuple(img.shape[1:])} differs from "
                              f"{tuple(images[0].shape[1:])} of the split's first image")
         images.append(img)
         ages.append(age)
@@ -709,39 +819,57 @@ def _csv_fingerprint(root: Path) -> dict[str, str]:
         path = root / f"{name}.csv"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: CSV file not found")
-        out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        out[name] = paths.file_sha256(path)
     return out
 
 
 def load_splits(root: Path) -> dict[str, Split]:
-    """All four splits, through a packed cache `root/splits.pt` so that worker processes do not
-    each decode thousands of PNGs. The cache is rebuilt when absent or when the CSVs changed."""
+    """All four splits, through the packed cache `root/splits.pt` so that worker processes do not
+    each decode thousands of PNGs. When the cache cannot be used the splits are read from the
+    PNGs, after checking the files against meta.json's digests: DataCorrupt when they differ."""
     root = Path(root)
     fingerprint = _csv_fingerprint(root)
-    cache = root / PACKED_CACHE
-    packed = None
-    if cache.is_file():
+    blob = _packed(root, fingerprint)
+    if blob is not None:
         try:
-            packed = torch.load(cache, map_location="cpu", weights_only=True)
-        except Exception:  # a corrupt or foreign file: rebuild it
-            packed = None
-        if not (isinstance(packed, dict) and packed.get("version") == PACKED_CACHE_VERSION
-                and packed.get("csv_sha256") == fingerprint):
-            packed = None
-    if packed is not None:
-        splits = {name: Split(**packed["splits"][name]) for name in SPLITS}
-        if all(len(splits[n]) == len(splits[n].images) == len(splits[n].age_group) for n in SPLITS):
-            return splits
-    splits = {name: read_split(root, name) for name in SPLITS}
-    from harness import paths
+            packed = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            splits = {name: Split(**packed[name]) for name in SPLITS}
+            if all(len(s) == len(s.images) == len(s.age_group) for s in splits.values()):
+                return splits
+        except Exception:  # e.g. written by another torch version: read the PNGs instead
+            pass
+    problem = _mismatch(root, fingerprint)
+    if problem:
+        raise DataCorrupt(f"data set {root}: {problem}: restore the original files (a data set the harness "
+                          "generated: delete its folder and it is made again)")
+    return _pack(root, fingerprint)
 
-    buf = io.BytesIO()
-    torch.save({"version": PACKED_CACHE_VERSION, "csv_sha256": fingerprint,
-                "splits": {n: vars(s) for n, s in splits.items()}}, buf)
+
+def _packed(root: Path, fingerprint: dict[str, str]) -> bytes | None:
+    """The bytes of splits.pt when they match the sha256 in splits.json and were packed from
+    these CSVs; else None."""
     try:
-        paths.atomic_write_bytes(cache, buf.getvalue())
+        record = paths.read_json(root / PACKED_RECORD)
+        blob = (root / PACKED_CACHE).read_bytes()
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(record, dict) and record.get("version") == PACKED_CACHE_VERSION
+          and record.get("csv_sha256") == fingerprint and record.get("sha256") == hashlib.sha256(blob).hexdigest())
+    return blob if ok else None
+
+
+def _pack(root: Path, fingerprint: dict[str, str]) -> dict[str, Split]:
+    """The splits read from the PNGs, written to splits.pt and then its record splits.json."""
+    splits = {name: read_split(root, name) for name in SPLITS}
+    buf = io.BytesIO()
+    torch.save({n: vars(s) for n, s in splits.items()}, buf)
+    blob = buf.getvalue()
+    try:
+        paths.atomic_write_bytes(root / PACKED_CACHE, blob)
+        paths.atomic_write_json(root / PACKED_RECORD, {"version": PACKED_CACHE_VERSION, "csv_sha256": fingerprint,
+                                                       "sha256": hashlib.sha256(blob).hexdigest()})
     except OSError:
-        pass  # a read-only data folder: work without the cache
+        pass  # a read-only data folder or a full disk: work without the cache
     return splits
 
 

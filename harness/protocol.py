@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"  # 1.1: the secret_seeds knob
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class Protocol:
     # --- populations ---
     k: int                                # retrained models and unlearning runs (competition: 512)
     original_seed: int                    # seed of the one original model
-    retrain_seed0: int                    # retrained model j is trained with seed retrain_seed0 + j
+    retrain_seed0: int                    # retrained model j is trained with seed retrain_seed0 + j ...
+    secret_seeds: bool                    # ... unless True: then seeds derive from the pool's secret.key (reference_pool)
     unlearn_seed0: int                    # unlearning run i gets seed unlearn_seed0 + i
 
     # --- unlearning runs (PROTOCOL §3, §6) ---
@@ -108,7 +109,7 @@ QUICK = Protocol(
     arch="cnn", width=16,
     epochs=12, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=8,
-    k=8, original_seed=0, retrain_seed0=1000, unlearn_seed0=2000,
+    k=8, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=20.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
 )
@@ -124,7 +125,7 @@ DEFAULT = Protocol(
     arch="cnn", width=16,
     epochs=12, batch_size=128, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=8,
-    k=32, original_seed=0, retrain_seed0=1000, unlearn_seed0=2000,
+    k=32, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=10.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
 )
@@ -138,7 +139,7 @@ COMPETITION = Protocol(
     arch="resnet18", width=64,
     epochs=30, batch_size=64, optimizer="adam", lr=1e-4, weight_decay=5e-3, schedule="cosine",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=20,
-    k=512, original_seed=0, retrain_seed0=1000, unlearn_seed0=2000,
+    k=512, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=60.0, memory_limit_gb=16.0,
     device="auto", eval_batch_size=1024,
 )

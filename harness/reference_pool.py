@@ -4,18 +4,39 @@ confidences on the forget set and accuracies, cached under `<cache>/<profile>-<h
 Every model is its own record, written atomically the moment it is trained, so an interrupted
 build resumes and growing K trains only the models that are missing.
 
+Integrity. Each record holds the sha256 of its weights file. `ensure` checks every file it is
+about to rely on and trains again, with one warning line, any model whose file is missing,
+truncated or altered; `load` never returns a pool that fails the check; `load_state` checks the
+bytes it loads. One process at a time builds a pool (a lock file, `.build.lock`); another waits
+and then finds the models done.
+
+Seeds. With public seeds (every profile's default) retrained model j is trained with seed
+retrain_seed0 + j: anyone with the protocol can rebuild the pool bit for bit, which is what makes
+a score reproducible. With `secret_seeds` (competition mode) seed j is derived from 32 random bytes
+made once per pool, `secret.key` (mode 0600): the first 4 bytes, big-endian, of
+sha256(secret + j as 8 bytes big-endian), masked to 31 bits. A submission that knows the public
+recipe then cannot rebuild the retrained models to imitate them. Records store "seed": null and
+the pool's `seed_commitment`, sha256(secret), which a result can publish: whoever holds the key
+can later show that the pool came from it by retraining any model. Unlearning runs' seeds are
+public in both modes.
+
 Layout:
     <cache>/data-<data hash>/                 the data set (harness.data)
     <cache>/<profile>-<reference hash>/
         manifest.json                         protocol, hashes, accuracies, timings
-        original.pt, original.json            weights, and record (accuracies, confidences, seconds)
-        retrain/0000.pt, retrain/0000.json    retrained model j, trained with seed retrain_seed0 + j
+        original.pt, original.json            weights, and record (accuracies, confidences, seconds, weights_sha256)
+        retrain/0000.pt, retrain/0000.json    retrained model j
+        secret.key                            secret_seeds only: the secret the seeds derive from
+        .build.lock                           held while a process trains models here
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import platform
+import secrets
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +46,14 @@ import numpy as np
 from harness import metric, paths
 from harness.protocol import PROTOCOL_VERSION, Protocol
 
-RECORD_KEYS = ("seed", "seconds", "retain_acc", "test_acc", "forget_acc", "val_acc", "forget_confidences")
+RECORD_KEYS = ("seed", "seconds", "retain_acc", "test_acc", "forget_acc", "val_acc", "forget_confidences",
+               "weights_sha256")
+SECRET_FILE = "secret.key"
+LOCK_FILE = ".build.lock"
+
+
+class CacheCorrupt(ValueError):
+    """A cached file does not match the sha256 recorded for it, or cannot be read."""
 
 
 @dataclass
@@ -34,7 +62,8 @@ class Pool:
     protocol: Protocol
     data_root: Path
     original: dict
-    retrains: list[dict]          # K records, index j = seed retrain_seed0 + j
+    retrains: list[dict]          # K records, index j = retrained model j
+    seed_commitment: str | None = None  # sha256(secret.key) with secret seeds, else None
 
     @property
     def k(self) -> int:
@@ -54,6 +83,9 @@ class Pool:
     def original_weights(self) -> Path:
         return self.dir / "original.pt"
 
+    def retrain_weights(self, j: int) -> Path:
+        return _record_path(self.dir, j).with_suffix(".pt")
+
 
 def pool_dir(protocol: Protocol, cache: Path | None = None) -> Path:
     return (cache or paths.cache_dir()) / f"{protocol.name}-{protocol.reference_hash()}"
@@ -64,14 +96,80 @@ def _record_path(root: Path, j: int | None) -> Path:
 
 
 def _read_record(path: Path) -> dict | None:
-    """A finished record, or None when it is absent or unreadable (then it is trained again)."""
+    """A finished record, or None when it is absent, unreadable or of an older format (then it is
+    trained again)."""
     try:
         rec = paths.read_json(path)
     except (OSError, ValueError):
         return None
-    if not all(k in rec for k in RECORD_KEYS) or not path.with_suffix(".pt").exists():
+    return rec if isinstance(rec, dict) and all(k in rec for k in RECORD_KEYS) else None
+
+
+def load_state(path: Path, sha256: str) -> dict:
+    """The state dict in `path`, read once, checked against `sha256`, loaded with weights_only."""
+    import torch
+
+    path = Path(path)
+    fix = "run the same command again and the harness trains that model anew"
+    try:
+        blob = path.read_bytes()
+    except OSError as e:
+        raise CacheCorrupt(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
+    if hashlib.sha256(blob).hexdigest() != sha256:
+        raise CacheCorrupt(f"{path} does not match its recorded sha256 (truncated or altered); {fix}")
+    try:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as e:  # whatever the unpickler makes of foreign bytes
+        raise CacheCorrupt(f"{path} is not a loadable checkpoint ({type(e).__name__}); {fix}") from None
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise CacheCorrupt(f"{path} holds no state dict of tensors; {fix}")
+    return state
+
+
+def secret_seed(secret: bytes, j: int) -> int:
+    """Seed of retrained model j under secret seeds (see the module docstring)."""
+    return int.from_bytes(hashlib.sha256(secret + j.to_bytes(8, "big")).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def _secret(root: Path, create: bool) -> bytes | None:
+    """The pool's secret; made on first use when `create` (the caller holds the build lock)."""
+    path = root / SECRET_FILE
+    if create and not path.exists():
+        paths.atomic_write_bytes(path, secrets.token_bytes(32), mode=0o600)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
         return None
-    return rec
+
+
+def _check(root: Path, protocol: Protocol, k: int, commitment: str | None) -> tuple[dict, list[str]]:
+    """The records (key None = the original, j = retrained model j) whose weights files match
+    their recorded sha256 (and, with secret seeds, come from this pool's secret), and a line for
+    each model that is present but fails."""
+    good, problems = {}, []
+    for j in [None, *range(k)]:
+        rec = _read_record(_record_path(root, j))
+        if rec is None:
+            continue
+        weights = _record_path(root, j).with_suffix(".pt")
+        name = weights.relative_to(root).as_posix()
+        try:
+            actual = paths.file_sha256(weights)
+        except OSError as e:
+            problems.append(f"{name} is missing" if isinstance(e, FileNotFoundError) else
+                            f"{name} cannot be read ({e.strerror})")
+            continue
+        if actual != rec["weights_sha256"]:
+            problems.append(f"{name} does not match its recorded sha256 (truncated or altered)")
+        elif j is not None and protocol.secret_seeds and rec.get("seed_commitment") != commitment:
+            problems.append(f"{name} was trained with another {SECRET_FILE}")
+        else:
+            good[j] = rec
+    return good, problems
+
+
+def _commitment(secret: bytes | None) -> str | None:
+    return None if secret is None else hashlib.sha256(secret).hexdigest()
 
 
 # ---- worker side: runs in a worker process with one intra-op thread -------------------------
@@ -119,8 +217,11 @@ def evaluate_state(protocol: Protocol, state: dict, splits: dict, device=None) -
     return out
 
 
-def _train_one(protocol_dict: dict, data_root: str, root: str, j: int | None) -> dict:
-    """Train the original (j=None) or retrained model j, evaluate it, write its record."""
+def _train_one(protocol_dict: dict, data_root: str, root: str, j: int | None, seed: int,
+               commitment: str | None) -> dict:
+    """Train the original (j=None) or retrained model j with `seed`, evaluate it, write its
+    record. Under secret seeds (`commitment` set) a retrained model's record keeps the pool's
+    commitment instead of its seed."""
     import torch
 
     from harness import protocol as protocol_mod, training
@@ -129,17 +230,19 @@ def _train_one(protocol_dict: dict, data_root: str, root: str, j: int | None) ->
     set_worker_threads(protocol)
     splits = worker_splits(Path(data_root))
     if j is None:
-        train_split = _concat(splits["retain"], splits["forget"])
-        seed, best_from = protocol.original_seed, protocol.original_best_from_epoch
+        train_split, best_from = _concat(splits["retain"], splits["forget"]), protocol.original_best_from_epoch
     else:
-        train_split = splits["retain"]
-        seed, best_from = protocol.retrain_seed0 + j, protocol.retrain_best_from_epoch
+        train_split, best_from = splits["retain"], protocol.retrain_best_from_epoch
     state, info = training.train(protocol, train_split, splits["validation"], seed, best_from)
-    rec = {**info, **evaluate_state(protocol, state, splits), "torch_threads": torch.get_num_threads()}
-    path = _record_path(Path(root), j)
     buf = io.BytesIO()
     torch.save(state, buf)
-    paths.atomic_write_bytes(path.with_suffix(".pt"), buf.getvalue())
+    blob = buf.getvalue()
+    rec = {**info, **evaluate_state(protocol, state, splits), "torch_threads": torch.get_num_threads(),
+           "weights_sha256": hashlib.sha256(blob).hexdigest()}
+    if commitment is not None and j is not None:  # the original's seed stays public
+        rec.update(seed=None, seed_commitment=commitment)
+    path = _record_path(Path(root), j)
+    paths.atomic_write_bytes(path.with_suffix(".pt"), blob)
     paths.atomic_write_json(path, rec)  # last: its presence marks the model finished
     return {"j": j, **rec}
 
@@ -171,7 +274,8 @@ def _cuda_available() -> bool:
 
 def ensure(protocol: Protocol, k: int | None = None, cache: Path | None = None, workers: int | None = None,
            progress: bool = True) -> Pool:
-    """The pool with at least K retrained models, training whatever is missing."""
+    """The pool with at least K retrained models, training whatever is missing or fails its
+    sha256 check. Several processes may call it at once: one trains, the others wait for it."""
     from harness import data, parallel
 
     k = protocol.k if k is None else k
@@ -180,33 +284,75 @@ def ensure(protocol: Protocol, k: int | None = None, cache: Path | None = None, 
     cache = cache or paths.cache_dir()
     data_root = data.ensure_data(protocol, cache)
     root = pool_dir(protocol, cache)
-    todo = ([None] if _read_record(_record_path(root, None)) is None else []) + [
-        j for j in range(k) if _read_record(_record_path(root, j)) is None]
-    started = time.perf_counter()
-    if todo:
-        (root / "retrain").mkdir(parents=True, exist_ok=True)
-        jobs = [(_train_one, (protocol.to_dict(), str(data_root), str(root), j)) for j in todo]
-        for _ in parallel.run(jobs, workers or default_workers(protocol), progress,
-                              desc=f"reference pool {protocol.name}", unit="model"):
-            pass
-    pool = load(protocol, k, cache)
-    if todo:
+    pool = _load(protocol, k, root, data_root)[0]
+    if pool is not None:
+        return pool
+    (root / "retrain").mkdir(parents=True, exist_ok=True)
+    with paths.locked(root / LOCK_FILE, f"building reference pool {root.name}"):
+        secret = _secret(root, create=True) if protocol.secret_seeds else None
+        commitment = _commitment(secret)
+        good, problems = _check(root, protocol, k, commitment)  # again: another process may have trained them
+        for problem in problems:
+            print(f"reference pool: {problem}: training it again", file=sys.stderr, flush=True)
+        todo = [j for j in [None, *range(k)] if j not in good]
+        for stale in [*root.glob(".*.tmp"), *(root / "retrain").glob(".*.tmp")]:
+            stale.unlink(missing_ok=True)  # left by a process killed while writing; nobody else writes here now
+        if not todo:
+            return Pool(root, protocol, data_root, good[None], [good[j] for j in range(k)], commitment)
+        started = time.perf_counter()
+        jobs = [(_train_one, (protocol.to_dict(), str(data_root), str(root), j, _seed(protocol, secret, j), commitment))
+                for j in todo]
+        for rec in parallel.run(jobs, workers or default_workers(protocol), progress,
+                                desc=f"reference pool {protocol.name}", unit="model"):
+            good[rec.pop("j")] = rec
+        pool = Pool(root, protocol, data_root, good[None], [good[j] for j in range(k)], commitment)
         _write_manifest(pool, trained=len(todo), seconds=time.perf_counter() - started)
     return pool
 
 
+def _seed(protocol: Protocol, secret: bytes | None, j: int | None) -> int:
+    if j is None:
+        return protocol.original_seed
+    return protocol.retrain_seed0 + j if secret is None else secret_seed(secret, j)
+
+
+def _load(protocol: Protocol, k: int, root: Path, data_root: Path) -> tuple[Pool | None, list[str], int]:
+    """The pool if every model is present and passes its check, else None; the problems found;
+    the number of models missing or failing."""
+    secret = _secret(root, create=False) if protocol.secret_seeds else None
+    commitment = _commitment(secret)
+    good, problems = _check(root, protocol, k, commitment)
+    if protocol.secret_seeds and secret is None:
+        problems.insert(0, f"{SECRET_FILE} is missing")
+    missing = k + 1 - len(good)
+    if missing:
+        return None, problems, missing
+    return Pool(root, protocol, data_root, good[None], [good[j] for j in range(k)], commitment), problems, 0
+
+
+def records(protocol: Protocol, k: int, data_root: Path, cache: Path | None = None) -> Pool:
+    """The pool's records as written, without hashing its files: for a caller that loads every
+    file it uses through `load_state`, which checks it (the runner's workers: one read, one hash)."""
+    root = pool_dir(protocol, cache)
+    recs = {j: _read_record(_record_path(root, j)) for j in [None, *range(k)]}
+    if any(r is None for r in recs.values()):
+        raise FileNotFoundError(f"reference pool {root} lacks models: run `make reference PROFILE={protocol.name}`")
+    secret = _secret(root, create=False) if protocol.secret_seeds else None
+    return Pool(root, protocol, Path(data_root), recs[None], [recs[j] for j in range(k)], _commitment(secret))
+
+
 def load(protocol: Protocol, k: int, cache: Path | None = None) -> Pool:
+    """The pool as it is on disk; FileNotFoundError when a model is missing or fails its check."""
     from harness import data
 
     cache = cache or paths.cache_dir()
     root = pool_dir(protocol, cache)
-    original = _read_record(_record_path(root, None))
-    retrains = [_read_record(_record_path(root, j)) for j in range(k)]
-    if original is None or any(r is None for r in retrains):
-        missing = sum(r is None for r in retrains) + (original is None)
-        raise FileNotFoundError(f"reference pool {root} lacks {missing} model(s): run "
+    pool, problems, missing = _load(protocol, k, root, data.ensure_data(protocol, cache))
+    if pool is None:
+        why = f" ({'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''})" if problems else ""
+        raise FileNotFoundError(f"reference pool {root} lacks {missing} usable model(s){why}: run "
                                 f"`make reference PROFILE={protocol.name}` (or `harness reference --k {k}`)")
-    return Pool(root, protocol, data.ensure_data(protocol, cache), original, retrains)
+    return pool
 
 
 def _write_manifest(pool: Pool, trained: int, seconds: float) -> None:
@@ -223,7 +369,8 @@ def _write_manifest(pool: Pool, trained: int, seconds: float) -> None:
         "original": {k: pool.original[k] for k in ("seed", "seconds", "retain_acc", "test_acc", "forget_acc", "val_acc")},
         "retrained_mean": {key: float(np.mean([r[key] for r in recs]))
                            for key in ("seconds", "retain_acc", "test_acc", "forget_acc", "val_acc")},
-        "retrain_seeds": [r["seed"] for r in recs],
+        "retrain_seeds": None if pool.seed_commitment else [r["seed"] for r in recs],
+        "seed_commitment": pool.seed_commitment,
         "last_build": {"models_trained": trained, "seconds": seconds},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},

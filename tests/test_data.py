@@ -49,8 +49,9 @@ def test_layout_and_meta(root):
             assert person == row["person_id"]
             with Image.open(root / "images" / person / f"{n}.png") as img:
                 assert img.mode == "RGB" and img.size == (P.image_size, P.image_size)
-    # No temporary or half-written siblings are left behind.
-    assert [p.name for p in root.parent.iterdir()] == [root.name]
+    # No temporary or half-written siblings are left behind; only the (empty) generation lock.
+    assert sorted(p.name for p in root.parent.iterdir()) == sorted([root.name, f".{root.name}.lock"])
+    assert set(meta["csv_sha256"]) == set(data.SPLITS) and meta["images_sha256"] == data.images_digest(root)
 
 
 def test_generation_is_deterministic(root, splits, tmp_path):
@@ -131,9 +132,9 @@ def test_read_split_round_trips_through_png(splits):
 
 def test_load_splits_builds_and_uses_the_packed_cache(root, splits, tmp_path, monkeypatch):
     copy = tmp_path / "copy"
-    shutil.copytree(root, copy, ignore=shutil.ignore_patterns(data.PACKED_CACHE))
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns(data.PACKED_CACHE, data.PACKED_RECORD))
     loaded = data.load_splits(copy)
-    assert (copy / data.PACKED_CACHE).is_file()
+    assert (copy / data.PACKED_CACHE).is_file() and (copy / data.PACKED_RECORD).is_file()
     assert set(loaded) == set(data.SPLITS)
     for name in data.SPLITS:
         a, b = loaded[name], splits[name]
@@ -149,7 +150,9 @@ def test_load_splits_builds_and_uses_the_packed_cache(root, splits, tmp_path, mo
     assert all(torch.equal(cached[n].images, splits[n].images) for n in data.SPLITS)
     monkeypatch.undo()
 
-    # A changed CSV invalidates the cache: it is rebuilt to match.
+    # A changed CSV invalidates the cache: it is rebuilt to match (a folder whose meta.json records
+    # no digests, as real data has none; with them, see test_cache_integrity).
+    (copy / "meta.json").unlink()
     path = copy / "validation.csv"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:-1]))
@@ -285,7 +288,7 @@ def test_a_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_png_bytes", crash_after_a_few)
     with pytest.raises(KeyboardInterrupt):
         data.ensure_data(P, tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [f".data-{P.data_hash()}.lock"]
 
 
 def test_a_data_set_of_another_generator_version_is_regenerated(root, tmp_path):
