@@ -1,8 +1,9 @@
 """Runner overhead on a profile: how much of a scored run is not the submission's own work.
 
-Overhead = process start (fork), loaders, import, saving the weights, trusted evaluation and
-the record write: everything in a run's task except the unlearning() call. Target: < 10% of the
-total run time on `default`. Measured on a fresh copy of finetune (so no cached runs are reused)
+Overhead = everything in a run's task except the unlearning() call and the trusted evaluation:
+the sandbox (namespaces, a new root file system), a fresh interpreter importing torch, loading
+the inputs, handing back the weights, the copy check and the record write. `setup` is the part
+before the run's clock starts (sandbox + interpreter + inputs). Measured on a fresh copy of finetune (so no cached runs are reused)
 against the cached reference pool (built first if absent)."""
 from __future__ import annotations
 
@@ -34,11 +35,13 @@ def main(profile: str = "default") -> dict:
     call = np.array([r["seconds"] for r in runs])
     task = np.array([r["task_seconds"] for r in runs])
     evaluation = np.array([r["eval_seconds"] for r in runs])
+    setup = np.array([r["setup_seconds"] for r in runs])
     overhead = task - call - evaluation  # process start, model copy, loaders, import, saving, records
     out = {
         "profile": profile, "k": len(runs), "workers": workers,
         "unlearning_call_s_mean": float(call.mean()), "evaluation_s_mean": float(evaluation.mean()),
         "run_task_s_mean": float(task.mean()), "overhead_s_mean": float(overhead.mean()),
+        "setup_s_mean": float(setup.mean()),
         "overhead_fraction": float(overhead.sum() / task.sum()),
         "harness_wall_s": wall,
         # the same, seen from the harness: whatever the workers did besides calls and evaluation
@@ -48,7 +51,9 @@ def main(profile: str = "default") -> dict:
     print(f"  unlearning() call   {out['unlearning_call_s_mean']:.3f} s/run")
     print(f"  trusted evaluation  {out['evaluation_s_mean']:.3f} s/run (retain, test, forget, validation)")
     print(f"  runner overhead     {out['overhead_s_mean']:.3f} s/run = {100 * out['overhead_fraction']:.1f}% of "
-          f"{out['run_task_s_mean']:.3f} s (fork, model copy, loaders, import, save/load weights, records)")
+          f"{out['run_task_s_mean']:.3f} s (sandbox, interpreter, inputs, weights, copy check, records)")
+    print(f"    of which setup    {out['setup_s_mean']:.3f} s/run before the run's clock starts "
+          "(namespaces, new root, a fresh Python importing torch, loading the inputs)")
     print(f"  end to end          {wall:.1f} s wall for {len(runs)} runs -> "
           f"{100 * out['overhead_fraction_end_to_end']:.1f}% beyond calls and evaluation (incl. worker start)")
     return out

@@ -5,6 +5,7 @@ names the problem and the fix, and a non-zero exit code."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import tempfile
@@ -19,7 +20,8 @@ ORACLE_BUDGET_FRACTION = 3.0  # the retrain oracle needs a whole retrain, far ov
 def _protocol(args):
     from harness import protocol
 
-    return protocol.get(args.profile)
+    p = protocol.get(args.profile)
+    return p.replace(secret_seeds=True) if getattr(args, "secret_seeds", False) else p
 
 
 def cmd_score(args) -> int:
@@ -58,11 +60,14 @@ def cmd_check(args) -> int:
     pool = reference_pool.ensure(protocol, 2, progress=not args.quiet)
     budget_s = score.budget_seconds(protocol, pool)
     with tempfile.TemporaryDirectory(prefix="harness-check-") as out:
-        job = runner.run_job(protocol, pool, submission, 0, budget_s, Path(out))
+        job = runner.run_job(protocol, pool, submission, 0, budget_s, Path(out), runner.sandbox_mode())
         rec = next(parallel.run([job], 1, progress=False, desc="check", unit="run"))
+    iso = score.isolation([rec])
     print(f"ok: {args.submission} meets the contract (sha256 {submission.sha256[:12]})")
     print(f"  unlearning() ran in {rec['seconds']:.2f} s on profile quick (budget {budget_s:.1f} s)")
-    print("  architecture unchanged (state-dict keys, shapes, dtypes); all weights finite")
+    print("  architecture unchanged (state-dict keys, shapes, dtypes); all weights finite; not a copy of the pool")
+    print(f"  sandbox: {'yes' if iso['sandboxed'] else 'NO (' + '; '.join(iso['refused']) + ')'}; "
+          + ", ".join(f"{k} {'yes' if iso[k] else 'no'}" for k in score.ISOLATION_LAYERS))
     print(f"  forget accuracy {pool.original['forget_acc']:.1f}% (original) -> {rec['forget_acc']:.1f}%; "
           f"retain {pool.original['retain_acc']:.1f}% -> {rec['retain_acc']:.1f}%")
     return 0
@@ -78,8 +83,11 @@ def cmd_leaderboard(args) -> int:
     df = leaderboard.table(folder, profile=args.profile, history=args.history)
     print(leaderboard.render(df))
     if len(df):
-        png = leaderboard.plot(df, folder / f"leaderboard-{args.profile}.png")
-        print(f"plot: {png}")
+        try:
+            png = leaderboard.plot(df, folder / f"leaderboard-{args.profile}.png")
+            print(f"plot: {png}")
+        except OSError as e:  # a read-only results folder: the table still stands
+            print(f"no plot: {e.strerror or e} ({e.filename or folder})", file=sys.stderr)
     return 0
 
 
@@ -117,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         if profile:
             sp.add_argument("--profile", default="default", help=f"protocol profile ({profiles})")
         sp.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+        if profile:
+            sp.add_argument("--secret-seeds", action="store_true",
+                            help="competition mode: retrained models' seeds come from a per-pool secret, so a "
+                                 "submission cannot rebuild the pool from the public recipe (a separate pool)")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     s = sub.add_parser("score", help="score a submission: K unlearning runs, then the competition metric")
@@ -169,4 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except (SubmissionError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:  # a full disk, a read-only folder: name the file and the fix, no traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        fix = ("free some space" if e.errno == errno.ENOSPC else
+               "make it writable or point HARNESS_RESULTS_DIR / HARNESS_CACHE_DIR elsewhere"
+               if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "check the path")
+        print(f"error: {e.strerror or e}{where}: {fix}, then run the same command again "
+              "(finished work is kept)", file=sys.stderr)
         return EXIT_ERROR

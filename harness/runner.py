@@ -1,36 +1,37 @@
-"""The trusted runner: each unlearning run executes untrusted code in a process of its own.
+"""The trusted runner: every unlearning run is untrusted code in a sandbox of its own.
 
 Process tree of one score:
 
     harness process            never imports a submission; schedules runs, shows progress
     └── worker (loky), ×W      one torch thread each; holds the data and the original weights;
-        │                      evaluates what a run returns, in trusted code
-        └── run child          forked per run: new session, memory limit, no network where the
-                               platform allows, scratch working directory, captured output;
-                               imports the submission, calls unlearning(), saves the state dict
+        │                      measures each run, checks and evaluates what it returns, writes
+        │                      the run record, all in trusted code
+        └── sandbox            a fresh interpreter in new namespaces (harness.sandbox), which
+            └── run            runs harness.child: imports the submission, calls unlearning()
 
-The worker never runs submission code itself: it loads the returned weights (weights_only) into
-a fresh model of the protocol's architecture, so a submission cannot patch the evaluation.
-Each finished run is written atomically to `runs/.../run_NNNN.json` before the next starts, so an
-interrupted score resumes without recomputing or changing anything.
+A run sees only what it is handed (original weights, retain/forget/validation data, submission,
+seed) and hands back only a state dict, through a pipe. The worker's own clock times it: from
+the `ready` line the run writes before any submission code exists, to its exit. The worker loads
+the weights (weights_only) into a fresh model of the protocol's architecture, rejects copies of
+retrained models (harness.copies), and writes the record atomically to
+`runs/.../run_NNNN.json`, in the cache, which no run can see: an interrupted score resumes
+without recomputing or changing anything.
 """
 from __future__ import annotations
 
 import ast
 import ctypes
 import hashlib
-import inspect
 import io
 import json
 import os
-import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +40,12 @@ from harness.protocol import ACTIVE_ENV, Protocol
 
 OUTPUT_KEEP_BYTES = 16_384    # head and tail of a run's stdout/stderr kept for the log
 TRACEBACK_TAIL_LINES = 12
-_PR_SET_PDEATHSIG = 1
+RUNNER_VERSION = "sandbox-1"  # in every runs folder's key: runs of an older runner are not reused
+SANDBOX_ENV = "HARNESS_SANDBOX"
+SANDBOX_MODES = ("auto", "require", "userns", "off")
+SCRATCH_MB = 1024             # each of the run's tmpfs folders (/scratch, /tmp, /dev/shm)
+BOX_PREFIX = "harness-run-"   # a run's inputs on the worker's side: harness-run-<worker pid>-<i>-XXXX
 _PR_SET_CHILD_SUBREAPER = 36
-_CLONE_NEWNET = 0x40000000
 
 
 class SubmissionError(ValueError):
@@ -81,12 +85,26 @@ class Submission:
         return cls(p.resolve(), hashlib.sha256(blob).hexdigest())
 
 
-def runs_dir(pool_dir: Path, protocol: Protocol, submission: Submission) -> Path:
-    """Finished runs of one submission version under one protocol, beside the pool they use."""
-    key = hashlib.sha256(json.dumps({"sha": submission.sha256, "seed0": protocol.unlearn_seed0,
-                                     "batch": protocol.loader_batch_size, "device": protocol.device},
-                                    sort_keys=True).encode()).hexdigest()[:16]
+def runs_dir(pool_dir: Path, protocol: Protocol, submission: Submission, budget_fraction: float | None = None,
+             sandbox: str = "auto") -> Path:
+    """Finished runs of one submission version under one protocol, beside the pool they use. The
+    key holds everything that changes what a run record means: the submission, seeds, loaders,
+    device, the time budget and memory limit it ran under, the runner, and whether it was sandboxed
+    at all (runs made with HARNESS_SANDBOX=off are never reused by a sandboxed score)."""
+    fraction = protocol.unlearn_budget_fraction if budget_fraction is None else budget_fraction
+    key = hashlib.sha256(json.dumps({
+        "sha": submission.sha256, "seed0": protocol.unlearn_seed0, "batch": protocol.loader_batch_size,
+        "device": protocol.device, "budget_fraction": fraction, "budget_min_s": protocol.unlearn_budget_min_s,
+        "grace_s": protocol.unlearn_grace_s, "memory_gb": protocol.memory_limit_gb, "runner": RUNNER_VERSION,
+        "unsandboxed": sandbox == "off"}, sort_keys=True).encode()).hexdigest()[:16]
     return pool_dir / "runs" / f"{submission.name}-{key}"
+
+
+def sandbox_mode() -> str:
+    mode = os.environ.get(SANDBOX_ENV, "auto") or "auto"
+    if mode not in SANDBOX_MODES:
+        raise ValueError(f"{SANDBOX_ENV}={mode!r} is not a sandbox mode: use one of {', '.join(SANDBOX_MODES)}")
+    return mode
 
 
 def run_path(folder: Path, i: int) -> Path:
@@ -99,125 +117,6 @@ def read_run(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return rec if "forget_confidences" in rec and "retain_acc" in rec else None
-
-
-# ---- the run child: untrusted code from here on ------------------------------------------------
-
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _isolate(protocol: Protocol, scratch: Path) -> dict:
-    """Limits applied in the child before the submission is imported; returns what took effect."""
-    import resource
-
-    os.setsid()  # own process group: the worker kills the run and everything it started at once
-    libc = _libc()
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the run dies with its worker
-    applied = {"memory_limit_gb": None, "network_isolated": False}
-    if protocol.device == "cpu":
-        # Address space, not resident size: CPU torch reserves little, and an unbounded allocation
-        # fails fast with MemoryError instead of taking the machine down.
-        with open("/proc/self/statm") as f:
-            current = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        limit = current + int(protocol.memory_limit_gb * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        applied["memory_limit_gb"] = protocol.memory_limit_gb
-    if libc.unshare(_CLONE_NEWNET) == 0:  # needs root or user namespaces; detected otherwise
-        applied["network_isolated"] = True
-    from harness import reference_pool
-
-    reference_pool._WORKER_CACHE.clear()  # the worker's cached splits include the test set
-    os.chdir(scratch)
-    for key in [k for k in os.environ if k.startswith("HARNESS_")]:
-        del os.environ[key]
-    os.environ[ACTIVE_ENV] = json.dumps(protocol.to_dict())
-    os.environ["TMPDIR"] = str(scratch)
-    return applied
-
-
-def _child(protocol: Protocol, submission: Path, seed: int, scratch: Path, out: Path, status: Path,
-           splits: dict, original: dict) -> None:
-    """Body of the forked run process. Ends with os._exit: never returns into the worker."""
-    code = 1
-    try:
-        applied = _isolate(protocol, scratch)
-        code = _child_body(protocol, submission, seed, out, status, splits, original, applied)
-    except BaseException:  # noqa: BLE001 - anything, reported to the worker
-        _write_status(status, {"ok": False, "stage": "setup", "error": traceback.format_exc()})
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-
-
-def _write_status(path: Path, obj: dict) -> None:
-    try:
-        paths.atomic_write_json(path, obj)
-    except BaseException:  # noqa: BLE001 - status is best effort; a missing one is reported as a crash
-        pass
-
-
-def _child_body(protocol, submission, seed, out, status, splits, original, applied) -> int:
-    import importlib.util
-
-    import numpy as np
-    import torch
-
-    from harness import data, models, training
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    device = training.resolve_device(protocol)
-    net = models.build(protocol)
-    net.load_state_dict(original)
-    net.to(device)
-    loaders = [data.make_loader(splits[name], protocol.pixel_scale, protocol.loader_batch_size,
-                                shuffle=True, seed=seed + offset)
-               for offset, name in enumerate(("retain", "forget", "validation"))]
-    del splits, original  # the child keeps only what the contract hands to the submission
-
-    def fail(stage: str, error: str) -> int:
-        _write_status(status, {"ok": False, "stage": stage, "error": error, **applied})
-        return 3
-
-    try:
-        spec = importlib.util.spec_from_file_location("submission", submission)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["submission"] = module
-        spec.loader.exec_module(module)
-    except BaseException:  # noqa: BLE001
-        return fail("import", traceback.format_exc())
-    fn = getattr(module, "unlearning", None)
-    if fn is None:
-        return fail("contract", "the file defines no `unlearning` function: "
-                                "def unlearning(net, retain_loader, forget_loader, val_loader)")
-    if not inspect.isfunction(fn):
-        return fail("contract", f"`unlearning` is a {type(fn).__name__}, not a function")
-    try:
-        inspect.signature(fn).bind(net, *loaders)
-    except TypeError as e:
-        return fail("contract", f"`unlearning{inspect.signature(fn)}` cannot be called as "
-                                f"unlearning(net, retain_loader, forget_loader, val_loader): {e}")
-    started = time.perf_counter()
-    try:
-        returned = fn(net, *loaders)
-    except SystemExit as e:
-        return fail("unlearning", f"the submission called sys.exit({e.code!r}): return from unlearning() instead")
-    except BaseException:  # noqa: BLE001
-        return fail("unlearning", traceback.format_exc())
-    seconds = time.perf_counter() - started
-    if returned is not None and returned is not net:
-        return fail("contract", f"unlearning() returned a {type(returned).__name__} that is not the net it was given: "
-                                "change `net` in place and return nothing (or return net)")
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
-    paths.atomic_write_bytes(out, buf.getvalue())
-    _write_status(status, {"ok": True, "seconds": seconds, **applied})
-    return 0
 
 
 # ---- the worker side: trusted ------------------------------------------------------------------
@@ -293,13 +192,14 @@ def _output_text(keep: dict) -> str:
             + tail.decode(errors="replace"))
 
 
-def _reason(status: dict | None, exit_info: str) -> str:
-    if status is None:
+def _reason(status: dict | None, exit_info: str, protocol: Protocol) -> str:
+    """A failed run's reason in words. The status line comes from the run: it only words the
+    failure, it never decides that a run succeeded."""
+    if status is None or status.get("ok"):
         return f"the run ended without finishing ({exit_info}): it exited or was killed inside unlearning()"
-    error = status.get("error", "")
+    error = str(status.get("error", ""))
     if "MemoryError" in error or "can't allocate memory" in error or "DefaultCPUAllocator" in error:
-        return (f"the run ran out of its memory limit ({status.get('memory_limit_gb')} GiB): "
-                f"{_last_line(error)}")
+        return f"the run ran out of its memory limit ({protocol.memory_limit_gb} GiB): {_last_line(error)}"
     stage = status.get("stage")
     if stage == "import":
         return f"importing the submission failed: {_last_line(error)}"
@@ -319,130 +219,277 @@ def _tail(text: str, n: int = TRACEBACK_TAIL_LINES) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-def _worker_state(protocol: Protocol, data_root: Path, original_path: Path) -> tuple[dict, dict]:
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _worker_state(protocol: Protocol, pool_dir: Path, data_root: Path, k: int) -> dict:
+    """What every run of this worker needs, loaded once and checked against the pool's recorded
+    sha256: the splits, the original weights, the bytes handed to each run, and the retrained
+    models' weight vectors and confidences for the copy check."""
+    import numpy as np
     import torch
 
-    from harness import reference_pool, training
+    from harness import copies, reference_pool, training
 
-    key = ("original", str(original_path))
+    key = ("run-state", str(pool_dir), str(data_root), k)
     cache = reference_pool._WORKER_CACHE
     if key not in cache:
-        cache[key] = torch.load(original_path, map_location="cpu", weights_only=True)
-        _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphans of a run come back to this worker
+        for old in [c for c in cache if c[0] == "run-state"]:
+            del cache[old]
+        pool = reference_pool.records(protocol, k, data_root, pool_dir.parent)
+        original = reference_pool.load_state(pool.original_weights, pool.original["weights_sha256"])
+        splits = reference_pool.worker_splits(pool.data_root)
+        vecs = np.stack([copies.weight_vector(reference_pool.load_state(pool.retrain_weights(j),
+                                                                        pool.retrains[j]["weights_sha256"]))
+                         for j in range(k)])
+        conf = pool.forget_confidences()
+
+        def blob(obj) -> bytes:
+            buf = io.BytesIO()
+            torch.save(obj, buf)
+            return buf.getvalue()
+
+        cache[key] = {
+            "original": original, "splits": splits, "pool_vecs": vecs, "pool_conf": conf,
+            "closest_pair": copies.closest_pair(conf),
+            # The run is handed exactly these bytes; the test split is not among them.
+            "inputs": {"original.pt": blob(original),
+                       "splits.pt": blob({n: vars(splits[n]) for n in ("retain", "forget", "validation")})},
+        }
+        _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphans of an unsandboxed run come back here
         training.warm_up(protocol)
-    return reference_pool.worker_splits(data_root), cache[key]
+    return cache[key]
 
 
-def run_one(protocol_dict: dict, data_root: str, original_path: str, submission: str, i: int, seed: int,
-            budget_s: float, out_dir: str) -> dict:
-    """One unlearning run, in a worker process: fork the child, police it, evaluate its weights,
-    write the run record. Raises RunError on any failure (nothing is written then)."""
+def sweep_boxes() -> int:
+    """Remove the run folders of workers that no longer exist (a worker cancelled or killed in
+    the middle of a run has no chance to). Returns how many were removed."""
+    removed = 0
+    for box in Path(tempfile.gettempdir()).glob(f"{BOX_PREFIX}*-*-*"):
+        try:
+            os.kill(int(box.name[len(BOX_PREFIX):].split("-")[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(box, ignore_errors=True)
+            removed += 1
+        except (ValueError, PermissionError):
+            pass
+    return removed
+
+
+def _hidden_paths(pool_dir: Path) -> list[str]:
+    """Folders that must not exist inside a run even where they lie inside an exposed tree."""
+    found = {pool_dir.parent, paths.cache_dir(), paths.results_dir(), paths.REPO_ROOT / "reference",
+             paths.REPO_ROOT / "results"}
+    return sorted(str(p.resolve()) for p in found)
+
+
+def _read_capped(fd: int, keep: dict, cap: int) -> None:
+    """Read the result pipe to EOF, keeping at most cap bytes (a run cannot fill the worker's memory)."""
+    chunks, total = [], 0
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except OSError:
+            break
+        if not chunk:
+            break
+        total += len(chunk)
+        if total <= cap:
+            chunks.append(chunk)
+    os.close(fd)
+    keep.update(data=b"".join(chunks), total=total)
+
+
+def _read_control(fd: int, lines: list) -> None:
+    """Control lines with the worker's clock at their arrival: (perf_counter, text)."""
+    with os.fdopen(fd, "rb") as f:
+        for raw in f:
+            lines.append((time.perf_counter(), raw[:65536].decode(errors="replace").strip()))
+            if len(lines) > 16:
+                break
+
+
+def _control_facts(lines: list) -> tuple[dict | None, float | None, str | None]:
+    """(isolation layers, ready time, sandbox setup error) from the control lines. Only the first
+    isolation line counts (the init writes it before the run exists), and the first `ready`."""
+    isolation = ready = error = None
+    for t, text in lines:
+        if text == "ready":
+            ready = t if ready is None else ready
+            continue
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and isolation is None and isinstance(msg.get("isolation"), dict):
+            isolation = msg["isolation"]
+        if isinstance(msg, dict) and error is None and "setup_error" in msg:
+            error = str(msg["setup_error"])
+    return isolation, ready, error
+
+
+def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submission: str, i: int, seed: int,
+            budget_s: float, out_dir: str, sandbox: str = "auto") -> dict:
+    """One unlearning run, in a worker process: start the sandbox, time it, check and evaluate its
+    weights, write the run record. Raises RunError on any failure (nothing is written then)."""
+    import numpy as np
     import torch
 
-    from harness import models, protocol as protocol_mod, reference_pool
+    from harness import copies, models, protocol as protocol_mod, reference_pool
 
     task_started = time.perf_counter()
     protocol = protocol_mod.from_dict(protocol_dict)
     reference_pool.set_worker_threads(protocol)
-    splits, original = _worker_state(protocol, Path(data_root), Path(original_path))
-    scratch = Path(tempfile.mkdtemp(prefix=f"harness-run{i:04d}-"))
-    work, box = scratch / "work", scratch / "box"
-    work.mkdir()
-    box.mkdir()
-    out, status_path = box / "weights.pt", box / "status.json"
-    child_splits = {k: splits[k] for k in ("retain", "forget", "validation")}
-    del splits  # the forked run must find no reference to the test split, not even up its stack
-    before = _children(os.getpid())
-    read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    started = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        os.dup2(write_fd, 1)
-        os.dup2(write_fd, 2)
-        os.close(write_fd)
-        # The worker's sys.stdout need not be fd 1 (loky rebinds it): point both at the pipe.
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="replace")
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="replace")
-        _child(protocol, Path(submission), seed, work, out, status_path, child_splits, original)
-    os.close(write_fd)
-    keep: dict = {}
-    reader = threading.Thread(target=_drain, args=(read_fd, keep), daemon=True)
-    reader.start()
-    deadline = started + budget_s + protocol.unlearn_grace_s
-    exit_info, timed_out = "", False
-    while True:
-        done, wait_status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            exit_info = (f"killed by signal {signal.Signals(os.WTERMSIG(wait_status)).name}"
-                         if os.WIFSIGNALED(wait_status) else f"exit code {os.WEXITSTATUS(wait_status)}")
-            break
-        if time.perf_counter() > deadline:
-            timed_out = True
-            os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            break
-        time.sleep(0.02)
-    wall = time.perf_counter() - started
-    splits, _ = _worker_state(protocol, Path(data_root), Path(original_path))
-    _kill_leftovers(pid, spare=before)
-    reader.join(timeout=5)
-    status = None
+    state = _worker_state(protocol, Path(pool_dir), Path(data_root), k)
+    box = Path(tempfile.mkdtemp(prefix=f"{BOX_PREFIX}{os.getpid()}-{i:04d}-"))
     try:
-        status = paths.read_json(status_path)
-    except (OSError, ValueError):
-        pass
-    output = _output_text(keep)
-    try:
-        if timed_out:
-            raise RunError(f"run {i} (seed {seed}) exceeded its time budget: killed after {wall:.1f} s "
-                           f"(budget {budget_s:.1f} s + {protocol.unlearn_grace_s:.0f} s setup grace)")
-        if not status or not status.get("ok"):
-            detail = _tail(status["error"]) if status and status.get("error") else ""
-            raise RunError(f"run {i} (seed {seed}) failed: {_reason(status, exit_info)}"
-                           + (f"\n{detail}" if detail and "Traceback" in detail else ""))
-        try:
-            state = torch.load(out, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict):
-                raise ValueError("the saved weights are not a state dict")
-            models.check_same_architecture(original, state)
-            models.check_finite(state)
-        except Exception as e:  # noqa: BLE001 - every way the weights can be wrong is the run's failure
-            raise RunError(f"run {i} (seed {seed}) failed: {e}") from None
-        t_eval = time.perf_counter()
-        metrics = reference_pool.evaluate_state(protocol, state, splits)
-        metrics["eval_seconds"] = time.perf_counter() - t_eval
+        inputs = box / "inputs"
+        inputs.mkdir()
+        for name, blob in state["inputs"].items():
+            (inputs / name).write_bytes(blob)
+        shutil.copyfile(submission, inputs / "submission.py")
+        memory = protocol.memory_limit_gb if protocol.device == "cpu" else None  # CUDA maps far more than it uses
+        (inputs / "run.json").write_text(json.dumps({"protocol": protocol_dict, "seed": seed, "memory_limit_gb": memory}))
+        for sub in ("root", "scratch"):
+            (box / sub).mkdir()
+        result = _sandboxed(protocol, box, Path(pool_dir), budget_s, sandbox,
+                            cap=4 * len(state["inputs"]["original.pt"]) + (1 << 20))
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    rec = {"index": i, "seed": seed, "seconds": status["seconds"], "wall_seconds": wall,
-           "budget_s": budget_s, "over_budget": status["seconds"] > budget_s,
-           "network_isolated": status.get("network_isolated"), "memory_limit_gb": status.get("memory_limit_gb"),
-           "output_bytes": keep.get("total", 0), "output": output[-2000:], **metrics,
-           "task_seconds": time.perf_counter() - task_started}
+        shutil.rmtree(box, ignore_errors=True)
+
+    fail = f"run {i} (seed {seed}) failed: "
+    if result["timed_out"]:
+        raise RunError(f"run {i} (seed {seed}) exceeded its time budget: killed after {result['wall']:.1f} s "
+                       f"(budget {budget_s:.1f} s + {protocol.unlearn_grace_s:.0f} s setup grace)")
+    isolation, status = result["isolation"], result["status"]
+    if result["setup_error"] or isolation is None:
+        raise RunError(fail + f"the sandbox could not be set up: {result['setup_error'] or result['exit_info']}"
+                       + (f"\n{_tail(result['output'])}" if result["output"].strip() else ""))
+    if sandbox == "require" and not isolation.get("filesystem_hidden"):
+        raise RunError(fail + f"{SANDBOX_ENV}=require, but {isolation.get('refused', 'the sandbox was refused')}: "
+                       f"run as root or enable unprivileged user namespaces")
+    if not status or not status.get("ok") or result["ready"] is None:
+        detail = _tail(status["error"]) if status and isinstance(status.get("error"), str) else ""
+        raise RunError(fail + _reason(status, result["exit_info"], protocol)
+                       + (f"\n{detail}" if detail and "Traceback" in detail else ""))
+    try:
+        if result["payload_bytes"] > result["cap"]:
+            raise ValueError(f"it returned {result['payload_bytes']} bytes, more than a state dict of this "
+                             f"architecture can take ({result['cap']})")
+        weights = torch.load(io.BytesIO(result["payload"]), map_location="cpu", weights_only=True)
+        if not isinstance(weights, dict):
+            raise ValueError("the saved weights are not a state dict")
+        models.check_same_architecture(state["original"], weights)
+        models.check_finite(weights)
+    except Exception as e:  # noqa: BLE001 - every way the weights can be wrong is the run's failure
+        raise RunError(fail + str(e).splitlines()[0]) from None
+    t_eval = time.perf_counter()
+    metrics = reference_pool.evaluate_state(protocol, weights, state["splits"])
+    metrics["eval_seconds"] = time.perf_counter() - t_eval
+    near = copies.nearest(copies.weight_vector(weights), np.asarray(metrics["forget_confidences"]),
+                          state["pool_vecs"], state["pool_conf"])
+    copied = copies.copy_reason(near, state["closest_pair"])
+    if copied:
+        raise RunError(fail + f"it returned a copy of the reference pool: {copied}. A submission must unlearn "
+                              "the original it is given, not hand back a retrained model")
+    seconds = result["exit"] - result["ready"]
+    rec = {"index": i, "seed": seed, "seconds": seconds, "wall_seconds": result["wall"],
+           "setup_seconds": result["ready"] - result["started"], "budget_s": budget_s,
+           "over_budget": seconds > budget_s, "isolation": isolation,
+           "network_isolated": bool(isolation.get("network_namespace")), "memory_limit_gb": memory,
+           "nearest_retrained": near, "output_bytes": result["output_bytes"], "output": result["output"][-2000:],
+           **metrics, "task_seconds": time.perf_counter() - task_started}
     paths.atomic_write_json(run_path(Path(out_dir), i), rec)
     return rec
 
 
-def run_job(protocol: Protocol, pool, submission: Submission, i: int, budget_s: float, out_dir: Path) -> tuple:
+def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget_s: float, sandbox: str, cap: int) -> dict:
+    """Start the sandbox on box/inputs, police it to the end, and return what it produced and
+    when, all measured here."""
+    out_r, out_w = os.pipe()
+    res_r, res_w = os.pipe()
+    ctl_r, ctl_w = os.pipe()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+           ACTIVE_ENV: json.dumps(protocol.to_dict())}
+    env.update({k: v for k, v in os.environ.items() if k in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")})
+    spec = {"mode": sandbox, "inputs": str(box / "inputs"), "inputs_in_run": "/inputs", "root": str(box / "root"),
+            "fallback_scratch": str(box / "scratch"), "hide": _hidden_paths(pool_dir), "scratch_mb": SCRATCH_MB,
+            "env": env, "result_fd": res_w, "control_fd": ctl_w}
+    before = _children(os.getpid())
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-s", "-m", "harness.sandbox"], stdin=subprocess.PIPE, stdout=out_w,
+                            stderr=out_w, pass_fds=(res_w, ctl_w), cwd=box, env=env, start_new_session=True)
+    for fd in (out_w, res_w, ctl_w):
+        os.close(fd)
+    output: dict = {}
+    payload: dict = {}
+    control: list = []
+    readers = [threading.Thread(target=fn, args=args, daemon=True) for fn, args in (
+        (_drain, (out_r, output)), (_read_capped, (res_r, payload, cap)), (_read_control, (ctl_r, control)))]
+    for t in readers:
+        t.start()
+    try:
+        proc.stdin.write(json.dumps(spec).encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    deadline = started + budget_s + protocol.unlearn_grace_s
+    timed_out = False
+    while proc.poll() is None:
+        if time.perf_counter() > deadline:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)  # the sandbox's init dies with it, and with it every run process
+            proc.wait()
+            break
+        time.sleep(0.01)
+    exited = time.perf_counter()
+    _kill_leftovers(proc.pid, spare=before)
+    for t in readers:
+        t.join(timeout=5)
+    code = proc.returncode
+    exit_info = (f"killed by signal {signal.Signals(code - 128).name}" if 128 < code < 128 + 65
+                 else f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}")
+    status = None
+    data = payload.get("data", b"")
+    head, _, weights = data.partition(b"\n")
+    try:
+        status = json.loads(head)
+        status = status if isinstance(status, dict) else None
+    except ValueError:
+        pass
+    isolation, ready, setup_error = _control_facts(control)
+    return {"timed_out": timed_out, "started": started, "exit": exited, "wall": exited - started, "ready": ready,
+            "isolation": isolation, "setup_error": setup_error, "status": status, "exit_info": exit_info,
+            "payload": weights, "payload_bytes": payload.get("total", 0), "cap": cap,
+            "output": _output_text(output), "output_bytes": output.get("total", 0)}
+
+
+def run_job(protocol: Protocol, pool, submission: Submission, i: int, budget_s: float, out_dir: Path,
+            sandbox: str = "auto") -> tuple:
     """Run i (seed unlearn_seed0 + i) as a job for `parallel.run`: plain, picklable arguments."""
-    return (run_one, (protocol.to_dict(), str(pool.data_root), str(pool.original_weights), str(submission.path),
-                      i, protocol.unlearn_seed0 + i, budget_s, str(out_dir)))
+    return (run_one, (protocol.to_dict(), str(pool.dir), str(pool.data_root), pool.k, str(submission.path), i,
+                      protocol.unlearn_seed0 + i, budget_s, str(out_dir), sandbox))
 
 
 def run_all(protocol: Protocol, pool, submission: Submission, k: int, budget_s: float,
-            workers: int, progress: bool = True) -> list[dict]:
+            workers: int, progress: bool = True, budget_fraction: float | None = None) -> list[dict]:
     """K runs (seeds unlearn_seed0 + i), reusing every run already on disk. Fails fast: the first
     failed run stops the score with its reason."""
     from harness import parallel
 
-    folder = runs_dir(pool.dir, protocol, submission)
+    sandbox = sandbox_mode()
+    folder = runs_dir(pool.dir, protocol, submission, budget_fraction, sandbox)
     folder.mkdir(parents=True, exist_ok=True)
-    records = {i: rec for i in range(k) if (rec := read_run(run_path(folder, i))) is not None}
-    todo = [i for i in range(k) if i not in records]
-    jobs = [run_job(protocol, pool, submission, i, budget_s, folder) for i in todo]
-    if jobs:
-        for rec in parallel.run(jobs, workers, progress, desc=f"unlearning {submission.name}", unit="run"):
-            records[rec["index"]] = rec
+    # A second score of the same submission waits here, then reuses every run the first one made.
+    with paths.locked(folder / ".lock", f"running {submission.name} on this pool"):
+        records = {i: rec for i in range(k) if (rec := read_run(run_path(folder, i))) is not None}
+        todo = [i for i in range(k) if i not in records]
+        jobs = [run_job(protocol, pool, submission, i, budget_s, folder, sandbox) for i in todo]
+        try:
+            if jobs:
+                for rec in parallel.run(jobs, workers, progress, desc=f"unlearning {submission.name}", unit="run"):
+                    records[rec["index"]] = rec
+        finally:
+            sweep_boxes()
     return [records[i] for i in range(k)]

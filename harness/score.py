@@ -13,7 +13,13 @@ import numpy as np
 from harness import __version__, metric, paths, reference_pool, runner
 from harness.protocol import PROTOCOL_VERSION, Protocol
 
-RESULT_SCHEMA = 1
+RESULT_SCHEMA = 2
+# F this far above the null ceiling is out of reach of unlearning: the unlearned population is
+# closer to the retrained one than two halves of the retrained pool are to each other, which a
+# copy of the pool produces and an honest method does not (the retrain oracle reaches ~1x).
+SUSPICIOUS_F_FACTOR = 2.0
+ISOLATION_LAYERS = ("fresh_interpreter", "mount_namespace", "filesystem_hidden", "pid_namespace",
+                    "network_namespace", "capabilities_dropped")
 
 
 def budget_seconds(protocol: Protocol, pool, fraction: float | None = None) -> float:
@@ -36,7 +42,7 @@ def score(submission_path: str, protocol: Protocol, k: int | None = None, worker
     pool_seconds = time.perf_counter() - started
     budget_s = budget_seconds(protocol, pool, budget_fraction)
     t_runs = time.perf_counter()
-    runs = runner.run_all(protocol, pool, submission, k, budget_s, workers, progress)
+    runs = runner.run_all(protocol, pool, submission, k, budget_s, workers, progress, budget_fraction)
     runs_seconds = time.perf_counter() - t_runs
     t_metric = time.perf_counter()
     result = summarise(protocol, pool, submission, runs, budget_s, budget_fraction)
@@ -90,19 +96,39 @@ def summarise(protocol: Protocol, pool, submission: runner.Submission, runs: lis
         "original": {key: pool.original[key] for key in ("retain_acc", "test_acc", "forget_acc", "val_acc")},
         "epsilons": [float(e) for e in eps],
         "points": [float(p) for p in metric.points(eps, k)],
-        "seeds": {"original": protocol.original_seed, "retrain": [r["seed"] for r in pool.retrains],
-                  "unlearn": [r["seed"] for r in runs]},
+        # With secret seeds the retrained models' seeds stay in the pool: the result publishes a
+        # commitment to the secret instead, so a later submission cannot rebuild the pool from it.
+        "seeds": {"original": protocol.original_seed,
+                  "retrain": None if protocol.secret_seeds else [r["seed"] for r in pool.retrains],
+                  "retrain_secret_commitment": pool.seed_commitment, "unlearn": [r["seed"] for r in runs]},
         "budget": {"seconds": budget_s, "fraction": protocol.unlearn_budget_fraction if budget_fraction is None
                    else budget_fraction, "protocol_budget": budget_fraction is None,
                    "retrain_seconds": pool.retrain_seconds(), "over_budget_runs": int(sum(r["over_budget"] for r in runs))},
         "seconds": {"unlearning_mean": float(seconds.mean()), "unlearning_max": float(seconds.max()),
                     "unlearning_total": float(seconds.sum()), "retrain_mean": pool.retrain_seconds()},
-        "isolation": {"network_isolated": all(r.get("network_isolated") for r in runs),
-                      "memory_limit_gb": runs[0].get("memory_limit_gb")},
+        "isolation": isolation(runs),
+        "suspicious": suspicious(f, null_f),
         "versions": versions(),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count()},
     }
+
+
+def isolation(runs: list[dict]) -> dict:
+    """What held for every run: a layer counts only if all K runs had it. `sandboxed` is the
+    sum of it: a run could see neither the cache nor the results and its processes died with it."""
+    layers = {name: all(bool((r.get("isolation") or {}).get(name)) for r in runs) for name in ISOLATION_LAYERS}
+    refused = sorted({r["isolation"]["refused"] for r in runs if (r.get("isolation") or {}).get("refused")})
+    return {"sandboxed": layers["filesystem_hidden"] and layers["pid_namespace"] and layers["capabilities_dropped"],
+            **layers, "memory_limit_gb": runs[0].get("memory_limit_gb"), "refused": refused}
+
+
+def suspicious(f: float, null_f: float) -> str | None:
+    """Why a forget quality is not believable, or None."""
+    if np.isfinite(null_f) and null_f > 0 and f > SUSPICIOUS_F_FACTOR * null_f:
+        return (f"F = {f:.3f} is {f / null_f:.1f}x the null ceiling {null_f:.3f}: no unlearning gets there; "
+                "the runs look like copies of the retrained models")
+    return None
 
 
 def versions() -> dict:
@@ -149,6 +175,11 @@ def summary_text(r: dict) -> str:
         f"{'' if r['budget']['protocol_budget'] else ', NOT the protocol budget'}; one retrain "
         f"{r['seconds']['retrain_mean']:.1f} s)   total {r['seconds']['total']:.0f} s",
     ]
+    if not r["isolation"]["sandboxed"]:
+        lines.append(f"  WARNING: runs were NOT sandboxed ({'; '.join(r['isolation']['refused']) or 'layers missing'}): "
+                     "a run could read the cache")
+    if r.get("suspicious"):
+        lines.append(f"  WARNING: {r['suspicious']}")
     if r["budget"]["over_budget_runs"]:
         lines.append(f"  WARNING: {r['budget']['over_budget_runs']} run(s) took longer than the budget")
     return "\n".join(lines)

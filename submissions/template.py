@@ -18,20 +18,27 @@ val_loader     torch DataLoader over the validation set.
                len()); the next run gets fresh loaders whatever you do to these.
 
 Runs: the harness calls unlearning() K times (the profile's K; 512 in the competition), each on
-a fresh copy of the original model in a fresh process, seeded (torch, numpy, random) with its own
-seed. Make your method depend on those seeds, not on fixed ones, or every run is the same.
+a fresh copy of the original model in a fresh Python process inside a sandbox, seeded (torch,
+numpy, random) with its own seed. Make your method depend on those seeds, not on fixed ones, or
+every run is the same. `harness.protocol.active()` gives the run's protocol (the training recipe
+of the reference models), and `harness.training` its training loop.
 
 Time budget: each run must finish within the profile's fraction of one retrain from scratch
 (20%, as the competition's 8 hours for 512 runs), measured on the scoring machine and printed
-by `harness score`. A run that goes past the budget plus a few seconds of setup is killed and the
-whole score fails.
+by `harness score`. The clock is the harness's own, not your process's: it starts just before your
+file is imported and stops when the run ends. A run that goes past the budget plus a few seconds
+of setup is killed and the whole score fails.
 
-Forbidden (enforced or detected, see the README's threat model): reading the test set or the
-retrained models, touching files outside the working directory you are started in, network
-access, changing the architecture, leaving NaN/inf weights, exiting the process (sys.exit,
-os._exit), running past the budget, using more than the profile's memory limit. Printing is fine
-(captured and truncated); files you write in the working directory are deleted after the run;
-child processes you start are killed when the run ends.
+What a run can see and do (the README's threat model says how each is enforced): it sees the
+system's libraries, Python, the harness package, its inputs, and three writable tmpfs folders
+(its working directory, /tmp, /dev/shm; 1 GiB each, gone when the run ends). It cannot see the
+test set, the reference pool, the cache or the results, other processes or the network, and it
+has no privileges. Returning (or re-training from its public seed) a reference model is detected
+and rejects the run. Also rejected: changing the architecture, NaN/inf weights, exiting the
+process (sys.exit, os._exit), running past the budget, using more than the profile's memory
+limit. Printing is fine (captured and truncated); processes you start are killed when the run
+ends. Only the weights of `net` are scored, in a fresh model: hooks, a replaced forward() or
+anything else that is not a weight does not travel.
 
 Check a submission with `make check SUBMISSION=path.py`, score it with `make score SUBMISSION=path.py`.
 """

@@ -3,7 +3,9 @@ reason naming the run, the survivors count normally, and nothing is left behind.
 from __future__ import annotations
 
 import re
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +45,7 @@ def test_bad_submission_is_rejected_and_leaves_nothing(name, reason, quick_pool,
     assert not results.exists() or not list(results.glob("*.json")), "a failed score published a result"
     assert not (results / leaderboard.DB_NAME).exists()
     assert run_processes_left() == []
+    assert runner.sweep_boxes() == 0, "a failed score left a run's folder behind"
     # Hangs are killed at budget + grace, not later.
     assert time.perf_counter() - started < 60
 
@@ -69,13 +72,18 @@ def test_output_is_captured_and_truncated(quick_pool, results):
     assert r["score"] >= 0
 
 
-def test_files_written_by_a_run_are_cleaned_up(quick_pool, results, tmp_path, monkeypatch):
+def test_files_written_by_a_run_stay_in_its_sandbox(quick_pool, results, tmp_path, monkeypatch):
+    import tempfile
+
     monkeypatch.chdir(tmp_path)
     _score(BAD / "writes_files.py")
     assert not (tmp_path / "scratch_output.bin").exists()
     folder = runner.runs_dir(quick_pool.dir, FAST, runner.Submission.load(BAD / "writes_files.py"))
     cwd = re.search(r"CWD (\S+)", runner.read_run(runner.run_path(folder, 0))["output"]).group(1)
-    assert not __import__("pathlib").Path(cwd).exists(), "the run's scratch folder was not removed"
+    assert cwd == "/scratch", "the run did not start in the sandbox's own scratch folder"
+    assert runner.sweep_boxes() == 0, "a run's folder was left behind"
+    assert not [b for b in Path(tempfile.gettempdir()).glob(runner.BOX_PREFIX + "*") if "scratch_output.bin" in
+                {p.name for p in b.rglob("*")}], "a run wrote into the worker's side"
 
 
 def test_children_that_would_outlive_the_run_are_killed(quick_pool, results):
@@ -99,9 +107,68 @@ def test_failed_score_leaves_earlier_results_alone(quick_pool, results):
 
 
 def test_run_records_are_isolation_reports(quick_pool, results):
-    _score(SUBMISSIONS / "noop.py")
+    r = _score(SUBMISSIONS / "noop.py")
     folder = runner.runs_dir(quick_pool.dir, FAST, runner.Submission.load(SUBMISSIONS / "noop.py"))
     rec = runner.read_run(runner.run_path(folder, 1))
     assert rec["memory_limit_gb"] == FAST.memory_limit_gb
     assert rec["seed"] == FAST.unlearn_seed0 + 1
-    assert isinstance(rec["network_isolated"], bool)
+    # this machine (and CI) runs as root: every layer must take effect here
+    for layer in score.ISOLATION_LAYERS:
+        assert rec["isolation"][layer] is True, (layer, rec["isolation"])
+        assert r["isolation"][layer] is True
+    assert r["isolation"]["sandboxed"] and rec["network_isolated"]
+    assert 0 < rec["seconds"] < rec["wall_seconds"] and rec["setup_seconds"] > 0
+
+
+def test_time_is_measured_by_the_trusted_side(quick_pool, results):
+    """The run stops every clock it can reach and sleeps past its budget: the worker's clock,
+    started before any submission code ran, still sees it."""
+    slow = FAST.replace(unlearn_grace_s=10.0)
+    r = score.score(str(BAD / "lies_about_time.py"), slow, k=2, workers=2, progress=False)
+    assert r["budget"]["over_budget_runs"] == 2
+    assert r["seconds"]["unlearning_mean"] >= 4.0
+    assert "took longer than the budget" in score.summary_text(r)
+
+
+def test_runs_under_another_budget_are_never_reused_as_protocol_runs(quick_pool, results):
+    sub = runner.Submission.load(SUBMISSIONS / "noop.py")
+    custom = _score(SUBMISSIONS / "noop.py", budget_fraction=3.0)
+    assert custom["budget"]["protocol_budget"] is False
+    custom_dir = runner.runs_dir(quick_pool.dir, FAST, sub, budget_fraction=3.0)
+    protocol_dir = runner.runs_dir(quick_pool.dir, FAST, sub)
+    assert custom_dir != protocol_dir and len(list(custom_dir.glob("run_*.json"))) == FAST.k
+    for p in protocol_dir.glob("run_*.json"):
+        p.unlink()
+    again = _score(SUBMISSIONS / "noop.py")
+    assert again["budget"]["protocol_budget"] is True
+    assert len(list(protocol_dir.glob("run_*.json"))) == FAST.k, "the protocol score reused custom-budget runs"
+
+
+@pytest.mark.parametrize("mode", ["auto", "userns"])
+def test_the_run_has_no_privileges_and_sees_only_itself(mode, quick_pool, results, monkeypatch):
+    """As root (this machine and CI) and in a user namespace (what a normal user gets): no
+    capability, no way back to one, only the run's own processes, nothing it can unmount."""
+    monkeypatch.setenv(runner.SANDBOX_ENV, mode)
+    sub = BAD / "reports_privileges.py"
+    folder = runner.runs_dir(quick_pool.dir, FAST, runner.Submission.load(sub))
+    shutil.rmtree(folder, ignore_errors=True)  # both modes share one runs folder: run afresh
+    r = _score(sub)
+    assert r["isolation"]["sandboxed"]
+    for i in range(FAST.k):
+        rec = runner.read_run(runner.run_path(folder, i))
+        assert rec["isolation"]["how"] == ("user namespace" if mode == "userns" else "root")
+        out = rec["output"]
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert f"STATUS {cap}:\t0000000000000000" in out, out
+        assert "STATUS NoNewPrivs:\t1" in out
+        assert "PIDS [1, 2]" in out, "the run sees processes outside its sandbox"
+        assert re.findall(r"UMOUNT \S+ (-?\d+)", out) == ["-1"] * 3 and "REMOUNT -1" in out
+
+
+def test_scratch_is_a_size_limited_tmpfs(quick_pool, results):
+    r = score.score(str(BAD / "fills_scratch.py"), FAST.replace(unlearn_grace_s=20.0), k=2, workers=2, progress=False)
+    folder = runner.runs_dir(quick_pool.dir, FAST.replace(unlearn_grace_s=20.0),
+                             runner.Submission.load(BAD / "fills_scratch.py"))
+    out = runner.read_run(runner.run_path(folder, 0))["output"]
+    assert f"STOPPED ENOSPC {runner.SCRATCH_MB} MiB" in out, out
+    assert r["k"] == 2

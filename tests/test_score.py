@@ -113,3 +113,25 @@ def test_check_accepts_the_shipped_submissions_and_rejects_a_bad_one(quick_pool)
     assert "architecture unchanged" in ok.stdout
     bad = harness("check", str(BAD / "nan_weights.py"), "--quiet")
     assert bad.returncode == 2 and "weights are not finite" in bad.stderr.splitlines()[0]
+
+
+def test_two_scores_and_a_reference_build_at_once_on_one_cache(quick_pool, tmp_path):
+    """Two scores of the same submission and a build that grows the pool, all at once on one
+    cache: every one succeeds, the scores agree, and each run was made once."""
+    env = {**os.environ, "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
+    sub = SUBMISSIONS / "noop.py"
+    folder = runner.runs_dir(quick_pool.dir, protocol.QUICK, runner.Submission.load(sub))
+    for p in folder.glob("run_*.json"):
+        p.unlink()
+    cmds = [[sys.executable, "-m", "harness", "score", str(sub), "--profile", "quick", "--json", "--quiet"]] * 2
+    cmds.append([sys.executable, "-m", "harness", "reference", "--profile", "quick", "--k", str(protocol.QUICK.k + 1),
+                 "--quiet"])
+    procs = [subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in cmds]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    a, b = (last_json(out) for out, _ in outs[:2])
+    assert stable(a) == stable(b)
+    assert sum("waiting for another harness process running noop" in err for _, err in outs[:2]) == 1
+    assert len(list(folder.glob("run_*.json"))) == protocol.QUICK.k

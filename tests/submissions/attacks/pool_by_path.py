@@ -1,0 +1,30 @@
+"""Attack: find the reference pool by path and hand back a retrained model as the unlearned one.
+Uses everything a competitor can read about the harness: the active protocol, the pool's folder
+rule, the default cache locations and a search of the usual places. Prints LEAK lines for what it
+finds; returns a retrained model when it can read one (F would be 1.0 if that went unnoticed)."""
+import glob
+import os
+
+import torch
+
+
+def _candidates():
+    from harness import paths, protocol, reference_pool
+
+    p = protocol.active()
+    for cache in {str(paths.cache_dir()), os.path.join(str(paths.REPO_ROOT), "reference")}:
+        yield os.path.join(str(reference_pool.pool_dir(p, __import__("pathlib").Path(cache))), "retrain", "0000.pt")
+    for pattern in ("/tmp/**/retrain/0000.pt", "/work/**/retrain/0000.pt", "/root/**/retrain/0000.pt",
+                    "/home/**/retrain/0000.pt", "/var/tmp/**/retrain/0000.pt"):
+        yield from glob.glob(pattern, recursive=True)
+
+
+def unlearning(net, retain_loader, forget_loader, val_loader):
+    for path in _candidates():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            continue
+        print("LEAK: read a retrained model at", path)
+        net.load_state_dict(state)
+        return

@@ -1,0 +1,136 @@
+"""Attacks on the runner, each a submission in tests/submissions/attacks/, run the way a determined
+competitor would. Each must be blocked (the run finds nothing and scores like what it really
+did) or detected (the run is rejected with the reason), as the README's threat model says.
+
+The attacks print `LEAK: ...` whenever they reach something they should not; the run records keep
+their output, so a test reads every record for it."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import BAD, FAST, SUBMISSIONS, processes_with, run_processes_left
+from harness import paths, runner, score
+
+ATTACKS = BAD / "attacks"
+BLOCKED = ("pool_by_path", "parent_environ", "stack_and_gc", "patches_scorer", "forges_run_record",
+           "detached_grandchild", "network")
+
+
+def _score(name_or_path, **kw):
+    path = name_or_path if str(name_or_path).endswith(".py") else ATTACKS / f"{name_or_path}.py"
+    return score.score(str(path), FAST, k=FAST.k, workers=kw.pop("workers", 2), progress=False, **kw)
+
+
+def _records(pool, path, **kw) -> list[dict]:
+    folder = runner.runs_dir(pool.dir, FAST, runner.Submission.load(path), **kw)
+    return [runner.read_run(runner.run_path(folder, i)) for i in range(FAST.k)]
+
+
+def _tree_text(root) -> str:
+    """Every file's name and text under root (to find anything an attack managed to write)."""
+    out = []
+    for p in sorted(root.rglob("*")) if root.exists() else []:
+        if p.is_file() and p.suffix in (".json", ".pth", ".py", ".txt"):
+            out.append(f"{p}\n{p.read_text(errors='replace')}")
+    return "\n".join(out)
+
+
+@pytest.mark.parametrize("name", BLOCKED)
+def test_attack_is_blocked_inside_the_sandbox(name, quick_pool, results, cache):
+    result = _score(name)
+    records = _records(quick_pool, ATTACKS / f"{name}.py")
+    assert result["isolation"]["sandboxed"], result["isolation"]
+    for rec in records:
+        assert "LEAK" not in rec["output"], rec["output"]
+        # what it returned is far from every retrained model: it found none to copy
+        assert rec["nearest_retrained"]["weights_distance"] > 0.2
+    assert not result.get("suspicious")
+    assert result["forget_quality"] < max(0.5, 2 * result["null_forget_quality"])
+    assert run_processes_left() == []
+    written = _tree_text(cache) + _tree_text(results)
+    assert "FORGED" not in written and "harness-attack-pth" not in written
+
+
+def test_patched_scorer_changes_nothing_on_disk_or_in_the_numbers(quick_pool, results):
+    import harness
+    import numpy
+    import torch
+
+    watched = [p for mod in (harness, torch, numpy) for p in __import__("pathlib").Path(mod.__file__).parent.glob("*.py")]
+    before = {p: p.stat().st_mtime_ns for p in watched}
+    patched = _score("patches_scorer")
+    noop = _score(SUBMISSIONS / "noop.py")
+    assert {p: p.stat().st_mtime_ns for p in watched} == before
+    for d in __import__("site").getsitepackages():
+        assert not list(__import__("pathlib").Path(d).glob("*harness-attack-pth*")), d
+    assert patched["epsilons"] == noop["epsilons"] and patched["retain_acc"] == noop["retain_acc"]
+
+
+def test_a_model_that_behaves_differently_is_scored_by_its_weights(quick_pool, results):
+    tricked = _score("behaves_differently")
+    noop = _score(SUBMISSIONS / "noop.py")
+    assert tricked["epsilons"] == noop["epsilons"]
+    assert tricked["forget_acc"] == noop["forget_acc"] == quick_pool.original["forget_acc"]
+
+
+def test_detached_grandchild_dies_with_the_run(quick_pool, results):
+    marker = "harness-detached-grandchild-5b2a"
+    _score("detached_grandchild")
+    deadline = time.time() + 5
+    while processes_with(marker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert processes_with(marker) == []
+    assert not __import__("pathlib").Path("/tmp/keeps_writing.txt").exists(), "the run wrote to the host's /tmp"
+
+
+def test_rebuilding_a_retrained_model_from_public_seeds_is_rejected(quick_pool, results):
+    with pytest.raises(runner.RunError, match=r"returned a copy of the reference pool: its weights are retrained model 0"):
+        _score("rebuilds_pool_from_seeds", budget_fraction=3.0, workers=1)
+    assert not results.exists() or not list(results.glob("*.json"))
+
+
+def test_without_the_sandbox_a_copied_pool_model_is_still_rejected(quick_pool, results, monkeypatch):
+    """HARNESS_SANDBOX=off stands for a platform that refuses namespaces: the attack then finds the
+    pool by searching /tmp and reads a retrained model, and the copy check rejects the run."""
+    monkeypatch.setenv(runner.SANDBOX_ENV, "off")
+    with pytest.raises(runner.RunError, match=r"returned a copy of the reference pool: its weights are retrained"):
+        _score("pool_by_path", workers=1)
+    assert not results.exists() or not list(results.glob("*.json"))
+
+
+def test_unsandboxed_results_say_so(quick_pool, results, monkeypatch):
+    monkeypatch.setenv(runner.SANDBOX_ENV, "off")
+    r = _score(SUBMISSIONS / "noop.py")
+    assert r["isolation"]["sandboxed"] is False and r["isolation"]["refused"] == ["HARNESS_SANDBOX=off"]
+    assert "NOT sandboxed" in score.summary_text(r)
+    stored = json.loads((results / f"{r['id']}.json").read_text())
+    assert stored["isolation"]["sandboxed"] is False
+    # runs made without the sandbox are never reused by a sandboxed score
+    sub = runner.Submission.load(SUBMISSIONS / "noop.py")
+    assert runner.runs_dir(quick_pool.dir, FAST, sub, sandbox="off") != runner.runs_dir(quick_pool.dir, FAST, sub)
+
+
+def test_unknown_sandbox_mode_is_one_clear_error(quick_pool, results, monkeypatch):
+    monkeypatch.setenv(runner.SANDBOX_ENV, "maybe")
+    with pytest.raises(ValueError, match=r"HARNESS_SANDBOX='maybe' is not a sandbox mode"):
+        _score(SUBMISSIONS / "noop.py")
+    assert paths.results_dir() == results
+
+
+def test_a_score_far_above_the_null_ceiling_is_flagged(quick_pool):
+    """Should copies of the pool ever slip past the sandbox and the copy check, the score itself
+    says so: the unlearned population would be the retrained one, F ~ 1."""
+    from harness import protocol
+
+    sub = runner.Submission.load(SUBMISSIONS / "noop.py")
+    iso = {layer: True for layer in score.ISOLATION_LAYERS}
+    copies_of_pool = [{**r, "seed": 2000 + i, "over_budget": False, "isolation": iso, "memory_limit_gb": 4.0}
+                      for i, r in enumerate(quick_pool.retrains)]
+    r = score.summarise(protocol.QUICK, quick_pool, sub, copies_of_pool, 3.0, None)
+    assert r["forget_quality"] > 2 * r["null_forget_quality"]
+    assert r["suspicious"] and "null ceiling" in r["suspicious"]
+    assert "WARNING: F =" in score.summary_text({**r, "seconds": {**r["seconds"], "total": 1.0}})
+    assert score.suspicious(r["null_forget_quality"], r["null_forget_quality"]) is None
