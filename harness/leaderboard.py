@@ -17,8 +17,8 @@ in between still finds it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
-import json
 import math
 import numbers
 import os
@@ -35,7 +35,7 @@ from harness import paths
 if TYPE_CHECKING:  # pandas and matplotlib are imported where they are used: `record` stays light
     import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sandboxed, suspicious
 DB_NAME = "leaderboard.sqlite"
 LOCK_NAME = ".leaderboard.lock"
 TABLE = "results"
@@ -75,6 +75,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("budget_fraction", "REAL"),
     ("over_budget_runs", "INTEGER"),
     ("protocol_budget", "INTEGER"),          # 1, 0, or NULL when the result does not say
+    ("sandboxed", "INTEGER"),                # 1 when every run had the whole sandbox, 0, or NULL (older results)
+    ("suspicious", "TEXT"),                  # why F is not believable (far above the null ceiling), or NULL
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 
@@ -96,7 +98,7 @@ TABLE_COLUMNS = (
     "ref_test_acc", "ref_forget_acc", "retain_acc_ratio", "test_acc_ratio", "unlearning_s",
     "total_s", "k", "created", "sha", "id", "profile", "submission_name", "protocol_version",
     "reference_hash", "budget_s", "budget_fraction", "over_budget_runs", "protocol_budget",
-    "off_budget", "note",
+    "sandboxed", "suspicious", "off_budget", "note",
 )
 
 
@@ -112,7 +114,10 @@ def _number(x) -> float | None:
     # numbers.Real: the scorer's dict may hold numpy scalars (np.int64 is no int) until it is JSON
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         return None
-    x = float(x)
+    try:
+        x = float(x)
+    except OverflowError:  # an integer beyond float range
+        return None
     return x if math.isfinite(x) else None
 
 
@@ -126,12 +131,18 @@ def _text(x) -> str | None:
 
 
 def _utc_iso(created: str) -> str:
-    """`created` as UTC ISO 8601 ending in Z; ValueError when it is no timestamp."""
+    """`created` as UTC ISO 8601 ending in Z; ValueError when it is no timestamp of a plausible
+    year (pandas' timestamps span 1677-2262 only)."""
     s = created.strip()
     if s.endswith(("Z", "z")):
         s = s[:-1] + "+00:00"
-    t = datetime.fromisoformat(s)
-    t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    try:
+        t = datetime.fromisoformat(s)
+        t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    except OverflowError:  # an offset that moves year 1 or 9999 out of range
+        raise ValueError(created) from None
+    if not 1970 <= t.year <= 2200:
+        raise ValueError(created)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if t.microsecond else "%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -148,7 +159,7 @@ def _row(result) -> tuple:
     try:
         created = _utc_iso(result["created"])
     except ValueError:
-        raise ValueError(f"'created' is not an ISO 8601 timestamp: {result['created']!r}") from None
+        raise ValueError(f"'created' is not an ISO 8601 timestamp of 1970-2200: {result['created']!r}") from None
     score = result["score"]
     if score is not None and (isinstance(score, bool) or not isinstance(score, numbers.Real)):
         raise ValueError(f"'score' is not a number: {score!r}")
@@ -163,6 +174,7 @@ def _row(result) -> tuple:
     seconds = result.get("seconds") if isinstance(result.get("seconds"), dict) else {}
     budget = result.get("budget") if isinstance(result.get("budget"), dict) else {}
     protocol_budget = budget.get("protocol_budget")
+    isolation = result.get("isolation") if isinstance(result.get("isolation"), dict) else {}
     values = {
         "id": result["id"],
         "created": created,
@@ -193,7 +205,16 @@ def _row(result) -> tuple:
         "budget_fraction": _number(budget.get("fraction")),
         "over_budget_runs": _integer(budget.get("over_budget_runs")),
         "protocol_budget": int(protocol_budget) if isinstance(protocol_budget, bool) else None,
+        "sandboxed": int(sandboxed) if isinstance(sandboxed := isolation.get("sandboxed"), bool) else None,
+        "suspicious": _text(result.get("suspicious")),
     }
+    for name, value in values.items():
+        # JSON can carry lone surrogates ("\ud800"), which SQLite cannot store
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError(f"{name!r} is not valid Unicode text") from None
     return tuple(values[name] for name in COLUMN_NAMES)
 
 
@@ -206,7 +227,7 @@ def _scan(results_dir: Path) -> list[tuple]:
             continue
         try:
             rows.append(_row(paths.read_json(path)))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deeply
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"warning: leaderboard: skipping {path}: {reason}", file=sys.stderr, flush=True)
     return rows
@@ -254,8 +275,8 @@ def _locked(results_dir: Path, reading: bool = False):
     private ones expect it held. A reader in a folder it cannot write goes on without it."""
     try:
         fd = os.open(results_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        if not reading:
+    except OSError as e:
+        if not (reading and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)):
             raise
         yield
         return
@@ -429,15 +450,22 @@ def table(results_dir: Path, profile: str | None = None, history: bool = False) 
     over = (df["over_budget_runs"].fillna(0) > 0).astype(bool)
     df["off_budget"] = custom | over
 
-    def note(c: bool, n) -> str:
+    df["sandboxed"] = df["sandboxed"].map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
+
+    def note(c: bool, n, sandboxed, suspicious) -> str:
         parts = []
+        if isinstance(suspicious, str) and suspicious:
+            parts.append("SUSPICIOUS: F far above the null ceiling")
+        if sandboxed is False:
+            parts.append("not sandboxed")
         if c:
             parts.append("custom budget")
         if not pd.isna(n) and n > 0:
             parts.append(f"{int(n)} run{'s' if n != 1 else ''} over budget")
         return "; ".join(parts)
 
-    df["note"] = [note(c, n) for c, n in zip(custom, df["over_budget_runs"])]
+    df["note"] = [note(c, n, None if pd.isna(b) else bool(b), x) for c, n, b, x in
+                  zip(custom, df["over_budget_runs"], df["sandboxed"], df["suspicious"])]
     df = df[list(TABLE_COLUMNS)].reset_index(drop=True)
     df.attrs.update(profile=profile, history=history)
     return df
@@ -521,6 +549,12 @@ def render(df: "pd.DataFrame") -> str:
                  "their order may change with another K or seed.")
     if df["off_budget"].any():
         lines.append("note: rows with a custom budget or over-budget runs are not protocol results.")
+    if (df["sandboxed"] == False).fillna(False).any():  # noqa: E712
+        lines.append("note: 'not sandboxed' rows ran where the platform refused the sandbox: their runs could "
+                     "read the cache.")
+    if df["suspicious"].notna().any():
+        lines.append("note: SUSPICIOUS rows have F above twice the null ceiling, out of reach of unlearning: "
+                     "their runs look like copies of the retrained models.")
     for p, group in df.groupby("profile"):
         hashes = group["reference_hash"].dropna().unique()
         if len(hashes) > 1:

@@ -233,3 +233,21 @@ def test_concurrent_processes_both_land(tmp_path):
     assert len(df) == workers * n
     assert set(df["id"]) == {f"default-w{w}-{i}" for w in range(workers) for i in range(n)}
     assert len(leaderboard.table(folder, "default")) == 1  # one submission, shown once
+
+
+def test_unsandboxed_and_suspicious_results_are_noted(tmp_path):
+    folder = tmp_path / "results"
+    publish(folder, result("finetune", 0.031, "2026-11-26T17:35:01Z", isolation={"sandboxed": True}))
+    publish(folder, result("oracle", 0.95, "2026-11-26T17:36:01Z", isolation={"sandboxed": True},
+                           suspicious="F = 0.990 is 5.2x the null ceiling 0.190"))
+    publish(folder, result("gradascent", 0.02, "2026-11-26T17:37:01Z", isolation={"sandboxed": False}))
+    df = leaderboard.table(folder, profile="default")
+    notes = dict(zip(df["submission_name"], df["note"]))
+    assert notes["oracle"].startswith("SUSPICIOUS") and notes["gradascent"] == "not sandboxed" and notes["finetune"] == ""
+    text = leaderboard.render(df)
+    assert "SUSPICIOUS rows have F above twice the null ceiling" in text and "'not sandboxed' rows" in text
+    # the flags survive a rebuild from the JSON files alone
+    leaderboard.rebuild(folder)
+    again = leaderboard.table(folder, profile="default")
+    assert list(again["note"]) == list(df["note"])
+    assert dict(zip(again["submission_name"], again["sandboxed"])) == {"oracle": True, "finetune": True, "gradascent": False}
