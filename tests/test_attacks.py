@@ -134,3 +134,20 @@ def test_a_score_far_above_the_null_ceiling_is_flagged(quick_pool):
     assert r["suspicious"] and "null ceiling" in r["suspicious"]
     assert "WARNING: F =" in score.summary_text({**r, "seconds": {**r["seconds"], "total": 1.0}})
     assert score.suspicious(r["null_forget_quality"], r["null_forget_quality"]) is None
+
+
+def test_with_secret_seeds_the_pool_cannot_be_rebuilt(cache, results):
+    """Competition mode: the same rebuild attack now trains an honest model of its own, far from
+    every retrained one, and the result publishes a commitment instead of the retrained seeds."""
+    secret = FAST.replace(secret_seeds=True)
+    r = score.score(str(ATTACKS / "rebuilds_pool_from_seeds.py"), secret, k=2, workers=1, progress=False,
+                    budget_fraction=3.0)
+    from harness import reference_pool
+
+    pool = reference_pool.load(secret, 2)
+    assert r["seeds"]["retrain"] is None and r["seeds"]["retrain_secret_commitment"] == pool.seed_commitment
+    assert all(rec["seed"] is None for rec in pool.retrains)
+    folder = runner.runs_dir(pool.dir, secret, runner.Submission.load(ATTACKS / "rebuilds_pool_from_seeds.py"),
+                             budget_fraction=3.0)
+    for i in range(2):
+        assert runner.read_run(runner.run_path(folder, i))["nearest_retrained"]["weights_distance"] > 0.2
