@@ -167,14 +167,6 @@ def build_root(root: str, spec: dict) -> None:
     """Everything the run will see, mounted at root (an empty folder), before pivot_root."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks back to the host
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-    for path in exposed_paths():
-        _bind(path, root)
-    _bind(spec["inputs"], root, INPUTS)
-    # Hide what must stay unseen even where it lies inside an exposed tree (a cache in /opt, a
-    # checkout on sys.path): an empty read-only tmpfs over it.
-    for path in spec["hide"]:
-        if os.path.isdir(root + path):
-            _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=0555")
     os.makedirs(root + "/dev")
     _mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID, "size=64k,mode=0755")
     for name in DEVICES + tuple(n for n in os.listdir("/dev") if n.startswith("nvidia")):
@@ -183,10 +175,20 @@ def build_root(root: str, spec: dict) -> None:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
+    # The writable folders first: an exposed tree may lie below one (a checkout in /tmp) and is
+    # then bound on top of it.
     size = f"size={int(spec['scratch_mb'])}m"
     for path, mode in (("/dev/shm", "1777"), ("/tmp", "1777"), (SCRATCH, "0777")):
         os.makedirs(root + path, exist_ok=True)
         _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, f"{size},mode={mode}")
+    for path in exposed_paths():
+        _bind(path, root)
+    _bind(spec["inputs"], root, INPUTS)
+    # Hide what must stay unseen even where it lies inside an exposed tree (a cache in /opt, a
+    # checkout on sys.path): an empty read-only tmpfs over it.
+    for path in spec["hide"]:
+        if os.path.isdir(root + path):
+            _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=0555")
     os.makedirs(root + "/proc", exist_ok=True)
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     writable = {root + p for p in ("/dev/shm", "/tmp", SCRATCH, "/proc")}
