@@ -142,16 +142,9 @@ def _drain(fd: int, keep: dict) -> None:
 
 def _children(pid: int) -> set[int]:
     """PIDs whose parent is pid."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.add(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    return found
+    from harness.sandbox import parents
+
+    return {child for child, parent in parents().items() if parent == pid}
 
 
 def _kill_leftovers(pgid: int, spare: set[int]) -> int:

@@ -246,16 +246,22 @@ def _status_field(name: str) -> int:
 
 # ---- P1: init ----------------------------------------------------------------------------------
 
-def _descendants_of_self() -> set[int]:
-    """Every process whose parent chain reaches this one (for the no-namespace fallback)."""
-    parent: dict[int, int] = {}
+def parents() -> dict[int, int]:
+    """Every visible process's parent: {pid: ppid}, from /proc/<pid>/stat."""
+    found: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                    found[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 pass
+    return found
+
+
+def _descendants_of_self() -> set[int]:
+    """Every process whose parent chain reaches this one (for the no-namespace fallback)."""
+    parent = parents()
     me, found, frontier = os.getpid(), set(), {os.getpid()}
     while frontier:
         frontier = {pid for pid, pp in parent.items() if pp in frontier} - found

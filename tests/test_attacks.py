@@ -15,18 +15,20 @@ from conftest import BAD, FAST, SUBMISSIONS, processes_with, run_processes_left
 from harness import paths, runner, score
 
 ATTACKS = BAD / "attacks"
+# Searching the file system takes an attack seconds: a budget that lets it finish its search.
+P = FAST.replace(unlearn_budget_min_s=30.0)
 BLOCKED = ("pool_by_path", "parent_environ", "stack_and_gc", "patches_scorer", "forges_run_record",
            "detached_grandchild", "network")
 
 
 def _score(name_or_path, **kw):
     path = name_or_path if str(name_or_path).endswith(".py") else ATTACKS / f"{name_or_path}.py"
-    return score.score(str(path), FAST, k=FAST.k, workers=kw.pop("workers", 2), progress=False, **kw)
+    return score.score(str(path), P, k=P.k, workers=kw.pop("workers", 2), progress=False, **kw)
 
 
 def _records(pool, path, **kw) -> list[dict]:
-    folder = runner.runs_dir(pool.dir, FAST, runner.Submission.load(path), **kw)
-    return [runner.read_run(runner.run_path(folder, i)) for i in range(FAST.k)]
+    folder = runner.runs_dir(pool.dir, P, runner.Submission.load(path), **kw)
+    return [runner.read_run(runner.run_path(folder, i)) for i in range(P.k)]
 
 
 def _tree_text(root) -> str:
@@ -110,7 +112,7 @@ def test_unsandboxed_results_say_so(quick_pool, results, monkeypatch):
     assert stored["isolation"]["sandboxed"] is False
     # runs made without the sandbox are never reused by a sandboxed score
     sub = runner.Submission.load(SUBMISSIONS / "noop.py")
-    assert runner.runs_dir(quick_pool.dir, FAST, sub, sandbox="off") != runner.runs_dir(quick_pool.dir, FAST, sub)
+    assert runner.runs_dir(quick_pool.dir, P, sub, sandbox="off") != runner.runs_dir(quick_pool.dir, P, sub)
 
 
 def test_unknown_sandbox_mode_is_one_clear_error(quick_pool, results, monkeypatch):
@@ -139,7 +141,7 @@ def test_a_score_far_above_the_null_ceiling_is_flagged(quick_pool):
 def test_with_secret_seeds_the_pool_cannot_be_rebuilt(cache, results):
     """Competition mode: the same rebuild attack now trains an honest model of its own, far from
     every retrained one, and the result publishes a commitment instead of the retrained seeds."""
-    secret = FAST.replace(secret_seeds=True)
+    secret = P.replace(secret_seeds=True)
     r = score.score(str(ATTACKS / "rebuilds_pool_from_seeds.py"), secret, k=2, workers=1, progress=False,
                     budget_fraction=3.0)
     from harness import reference_pool

@@ -1,7 +1,6 @@
 """Attack: learn where the cache is from other processes: every /proc/<pid>/environ, cmdline, cwd,
 open file and memory map it can read (the worker's environment holds HARNESS_CACHE_DIR), then
 return a retrained model from there."""
-import glob
 import os
 
 import torch
@@ -29,11 +28,24 @@ def _proc_clues():
                 yield pid, link, target
 
 
+def _find(base, tail, max_depth=8):
+    """Paths under base ending in tail, as a competitor would search: quickly, skipping the big
+    trees that cannot hold a cache (Python installations, git objects)."""
+    base = base.rstrip("/") or "/"
+    for folder, dirs, files in os.walk(base):
+        depth = folder[len(base):].count(os.sep)
+        dirs[:] = [d for d in dirs if depth < max_depth and d not in ("site-packages", "dist-packages", ".git",
+                                                                        "lib-dynload", "__pycache__", "include")]
+        candidate = os.path.join(folder, tail)
+        if os.path.exists(candidate):
+            yield candidate
+
+
 def unlearning(net, retain_loader, forget_loader, val_loader):
     for pid, where, token in _proc_clues():
         print(f"LEAK: /proc/{pid}/{where} names {token}")
         base = token.split(":")[0]
-        for path in glob.glob(os.path.join(base, "**", "retrain", "0000.pt"), recursive=True):
+        for path in _find(base, os.path.join("retrain", "0000.pt")):
             try:
                 net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
                 print("LEAK: read a retrained model at", path)

@@ -2,7 +2,6 @@
 Uses everything a competitor can read about the harness: the active protocol, the pool's folder
 rule, the default cache locations and a search of the usual places. Prints LEAK lines for what it
 finds; returns a retrained model when it can read one (F would be 1.0 if that went unnoticed)."""
-import glob
 import os
 
 import torch
@@ -14,9 +13,21 @@ def _candidates():
     p = protocol.active()
     for cache in {str(paths.cache_dir()), os.path.join(str(paths.REPO_ROOT), "reference")}:
         yield os.path.join(str(reference_pool.pool_dir(p, __import__("pathlib").Path(cache))), "retrain", "0000.pt")
-    for pattern in ("/tmp/**/retrain/0000.pt", "/work/**/retrain/0000.pt", "/root/**/retrain/0000.pt",
-                    "/home/**/retrain/0000.pt", "/var/tmp/**/retrain/0000.pt"):
-        yield from glob.glob(pattern, recursive=True)
+    for base in ("/tmp", "/work", "/root", "/home", "/var/tmp"):
+        yield from _find(base, os.path.join("retrain", "0000.pt"))
+
+
+def _find(base, tail, max_depth=8):
+    """Paths under base ending in tail, as a competitor would search: quickly, skipping the big
+    trees that cannot hold a cache (Python installations, git objects)."""
+    base = base.rstrip("/") or "/"
+    for folder, dirs, files in os.walk(base):
+        depth = folder[len(base):].count(os.sep)
+        dirs[:] = [d for d in dirs if depth < max_depth and d not in ("site-packages", "dist-packages", ".git",
+                                                                        "lib-dynload", "__pycache__", "include")]
+        candidate = os.path.join(folder, tail)
+        if os.path.exists(candidate):
+            yield candidate
 
 
 def unlearning(net, retain_loader, forget_loader, val_loader):
