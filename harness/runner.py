@@ -100,6 +100,13 @@ def runs_dir(pool_dir: Path, protocol: Protocol, submission: Submission, budget_
     return pool_dir / "runs" / f"{submission.name}-{key}"
 
 
+def sandboxed(isolation: dict | None) -> bool:
+    """The whole sandbox: the run saw neither the cache nor the results, had no capability, and
+    its processes died with it."""
+    iso = isolation or {}
+    return bool(iso.get("filesystem_hidden") and iso.get("pid_namespace") and iso.get("capabilities_dropped"))
+
+
 def sandbox_mode() -> str:
     mode = os.environ.get(SANDBOX_ENV, "auto") or "auto"
     if mode not in SANDBOX_MODES:
@@ -359,7 +366,7 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
     if result["setup_error"] or isolation is None:
         raise RunError(fail + f"the sandbox could not be set up: {result['setup_error'] or result['exit_info']}"
                        + (f"\n{_tail(result['output'])}" if result["output"].strip() else ""))
-    if sandbox == "require" and not isolation.get("filesystem_hidden"):
+    if sandbox == "require" and not sandboxed(isolation):
         raise RunError(fail + f"{SANDBOX_ENV}=require, but {isolation.get('refused', 'the sandbox was refused')}: "
                        f"run as root or enable unprivileged user namespaces")
     if not status or not status.get("ok") or result["ready"] is None:
@@ -476,7 +483,8 @@ def run_all(protocol: Protocol, pool, submission: Submission, k: int, budget_s: 
     folder.mkdir(parents=True, exist_ok=True)
     # A second score of the same submission waits here, then reuses every run the first one made.
     with paths.locked(folder / ".lock", f"running {submission.name} on this pool"):
-        records = {i: rec for i in range(k) if (rec := read_run(run_path(folder, i))) is not None}
+        records = {i: rec for i in range(k) if (rec := read_run(run_path(folder, i))) is not None
+                   and (sandbox != "require" or sandboxed(rec.get("isolation")))}
         todo = [i for i in range(k) if i not in records]
         jobs = [run_job(protocol, pool, submission, i, budget_s, folder, sandbox) for i in todo]
         try:

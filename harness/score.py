@@ -119,7 +119,7 @@ def isolation(runs: list[dict]) -> dict:
     sum of it: a run could see neither the cache nor the results and its processes died with it."""
     layers = {name: all(bool((r.get("isolation") or {}).get(name)) for r in runs) for name in ISOLATION_LAYERS}
     refused = sorted({r["isolation"]["refused"] for r in runs if (r.get("isolation") or {}).get("refused")})
-    return {"sandboxed": layers["filesystem_hidden"] and layers["pid_namespace"] and layers["capabilities_dropped"],
+    return {"sandboxed": all(runner.sandboxed(r.get("isolation")) for r in runs),
             **layers, "memory_limit_gb": runs[0].get("memory_limit_gb"), "refused": refused}
 
 

@@ -153,3 +153,36 @@ def test_with_secret_seeds_the_pool_cannot_be_rebuilt(cache, results):
                              budget_fraction=3.0)
     for i in range(2):
         assert runner.read_run(runner.run_path(folder, i))["nearest_retrained"]["weights_distance"] > 0.2
+
+
+def _refusing_platform(*args, env):
+    """`python -m harness ...` where the platform refuses namespaces: inside a user namespace whose
+    limit of further user namespaces is 0, with every capability dropped (util-linux tools)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    inner = " ".join(["setpriv --bounding-set -all --inh-caps -all --no-new-privs", sys.executable, "-m", "harness",
+                      *args])
+    return subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c",
+                           f"echo 0 > /proc/sys/user/max_user_namespaces && {inner}"],
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+
+
+def test_where_the_platform_refuses_namespaces(quick_pool, tmp_path):
+    """auto: the score still comes, marked unsandboxed with the platform's reason; require: no
+    score, one clear error."""
+    env = {"HARNESS_RESULTS_DIR": str(tmp_path / "results")}
+    args = ["score", str(SUBMISSIONS / "noop.py"), "--profile", "quick", "--k", "2", "--quiet", "--json"]
+    auto = _refusing_platform(*args, env=env)
+    assert auto.returncode == 0, auto.stderr[-3000:]
+    r = json.loads(auto.stdout.strip().splitlines()[-1])
+    assert r["isolation"]["sandboxed"] is False and r["isolation"]["fresh_interpreter"]
+    assert any("the platform refused namespaces" in why for why in r["isolation"]["refused"]), r["isolation"]
+    assert "WARNING: runs were NOT sandboxed" in auto.stdout
+    required = _refusing_platform(*args, env={**env, runner.SANDBOX_ENV: "require"})
+    assert required.returncode == 2
+    first = required.stderr.strip().splitlines()[0]
+    assert "HARNESS_SANDBOX=require, but the platform refused namespaces" in first, required.stderr
