@@ -52,7 +52,10 @@ _PIVOT_ROOT_SYSCALL = {"x86_64": 155, "aarch64": 41}
 SCRATCH = "/scratch"        # the run's working directory, HOME and nothing else writable but /tmp
 INPUTS = "/inputs"          # what the worker hands the run, read-only
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-SYSTEM_TREES = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys", "/opt")
+SYSTEM_TREES = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/sys", "/opt")
+# Of /etc only what the dynamic loader, Python and torch read: not shadow, sudoers, ssh keys.
+ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "passwd", "group",
+               "hosts", "alternatives", "fonts")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -110,7 +113,8 @@ def exposed_paths() -> list[str]:
     """What the run may read: system trees, this Python installation, the harness package."""
     import harness
 
-    found = [*SYSTEM_TREES, sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(harness.__file__)]
+    found = [*SYSTEM_TREES, *(f"/etc/{name}" for name in ETC_ENTRIES), sys.prefix, sys.base_prefix, sys.exec_prefix,
+             os.path.dirname(harness.__file__)]
     found += [p for p in sys.path if p and os.path.isdir(p)]
     return _outermost([p if os.path.islink(p) else os.path.realpath(p) for p in found if os.path.lexists(p)])
 

