@@ -123,7 +123,7 @@ def read_run(path: Path) -> dict | None:
         rec = paths.read_json(path)
     except (OSError, ValueError):
         return None
-    return rec if "forget_confidences" in rec and "retain_acc" in rec else None
+    return rec if isinstance(rec, dict) and "forget_confidences" in rec and "retain_acc" in rec else None
 
 
 # ---- the worker side: trusted ------------------------------------------------------------------
