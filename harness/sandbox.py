@@ -116,7 +116,8 @@ def exposed_paths() -> list[str]:
     found = [*SYSTEM_TREES, *(f"/etc/{name}" for name in ETC_ENTRIES), sys.prefix, sys.base_prefix, sys.exec_prefix,
              os.path.dirname(harness.__file__)]
     found += [p for p in sys.path if p and os.path.isdir(p)]
-    return _outermost([p if os.path.islink(p) else os.path.realpath(p) for p in found if os.path.lexists(p)])
+    # A symlinked installation (/usr/local/py -> /opt/py-3.11) needs the link and its target.
+    return _outermost([q for p in found if os.path.lexists(p) for q in {os.path.abspath(p), os.path.realpath(p)}])
 
 
 def _outermost(paths: list[str]) -> list[str]:
