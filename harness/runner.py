@@ -397,7 +397,7 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
     rec = {"index": i, "seed": seed, "seconds": seconds, "wall_seconds": result["wall"],
            "setup_seconds": result["ready"] - result["started"], "budget_s": budget_s,
            "over_budget": seconds > budget_s, "isolation": isolation,
-           "network_isolated": bool(isolation.get("network_namespace")), "memory_limit_gb": memory,
+           "memory_limit_gb": memory,
            "nearest_retrained": near, "output_bytes": result["output_bytes"], "output": result["output"][-2000:],
            **metrics, "task_seconds": time.perf_counter() - task_started}
     paths.atomic_write_json(run_path(Path(out_dir), i), rec)
@@ -413,7 +413,7 @@ def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget_s: float, s
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
            ACTIVE_ENV: json.dumps(protocol.to_dict())}
     env.update({k: v for k, v in os.environ.items() if k in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")})
-    spec = {"mode": sandbox, "inputs": str(box / "inputs"), "inputs_in_run": "/inputs", "root": str(box / "root"),
+    spec = {"mode": sandbox, "inputs": str(box / "inputs"), "root": str(box / "root"),
             "fallback_scratch": str(box / "scratch"), "hide": _hidden_paths(pool_dir), "scratch_mb": SCRATCH_MB,
             "env": env, "result_fd": res_w, "control_fd": ctl_w}
     before = _children(os.getpid())

@@ -311,7 +311,7 @@ def _init(spec: dict, namespaced: bool, how: str) -> int:
             os.chdir(workdir)
             env = dict(spec["env"], HOME=workdir, TMPDIR="/tmp" if layers["filesystem_hidden"] else workdir)
             argv = [sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "harness.child",
-                    spec["inputs_in_run"] if layers["filesystem_hidden"] else spec["inputs"],
+                    INPUTS if layers["filesystem_hidden"] else spec["inputs"],
                     str(spec["result_fd"]), str(control)]
             os.execve(sys.executable, argv, env)
         finally:

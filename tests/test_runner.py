@@ -116,7 +116,7 @@ def test_run_records_are_isolation_reports(quick_pool, results):
     for layer in score.ISOLATION_LAYERS:
         assert rec["isolation"][layer] is True, (layer, rec["isolation"])
         assert r["isolation"][layer] is True
-    assert r["isolation"]["sandboxed"] and rec["network_isolated"]
+    assert r["isolation"]["sandboxed"] and rec["isolation"]["network_namespace"]
     assert 0 < rec["seconds"] < rec["wall_seconds"] and rec["setup_seconds"] > 0
 
 
