@@ -6,9 +6,12 @@ model makes the two populations identical and scores F = 1, which no unlearning 
 such a run is rejected like any other broken one. Two views, each with a threshold that honest
 models are far from:
 
-- weights: the relative L2 distance ||θ_u − θ_j|| / ||θ_j|| to the nearest retrained model. Two
-  models trained from different seeds are at a distance of order 1; a copy is at 0; a copy with
-  a little noise added to slip past an equality test stays under NEAR_WEIGHTS.
+- weights: the relative L2 distance ||θ_u − θ_j|| / ||θ_j|| to the nearest retrained model, over
+  the learned weights. Two models trained from different seeds are at a distance of order 1; a
+  copy is at 0; a copy with a little noise added to slip past an equality test stays under
+  NEAR_WEIGHTS. Batch-norm running statistics are left out: they follow the data's scale, not
+  the seed (on raw 0..255 pixels the first layer's running variance is 99% of a ResNet's norm,
+  and every model would look like every other).
 - function: the RMS difference of forget-set confidences to the nearest retrained model, against
   the closest that two retrained models (independent seeds) ever come to each other. A run closer
   than NEAR_FUNCTION of that is not a model trained independently of the pool.
@@ -18,16 +21,17 @@ from __future__ import annotations
 import numpy as np
 
 NEAR_WEIGHTS = 0.1        # relative L2 distance below which weights count as a copy (independent models: ~0.8)
+STATISTICS = ("running_mean", "running_var")  # state-dict entries that are not learned weights
 NEAR_FUNCTION = 0.25      # fraction of the closest pair of retrained models, in forget confidences
 MAX_COORDS = 1 << 16      # weights compared on at most this many fixed coordinates (ResNet-18: 11M)
 _COORD_SEED = 0
 
 
 def weight_vector(state: dict) -> np.ndarray:
-    """Floating-point tensors of a state dict, flattened in key order: float64 [M]; above
+    """Learned floating-point tensors of a state dict, flattened in key order: float64 [M]; above
     MAX_COORDS, the same fixed random coordinates for every model of one architecture."""
-    parts = [v.detach().cpu().double().reshape(-1).numpy() for _, v in sorted(state.items())
-             if v.is_floating_point()]
+    parts = [v.detach().cpu().double().reshape(-1).numpy() for k, v in sorted(state.items())
+             if v.is_floating_point() and not k.endswith(STATISTICS)]
     vec = np.concatenate(parts) if parts else np.zeros(0)
     if vec.size > MAX_COORDS:
         idx = np.sort(np.random.default_rng(_COORD_SEED).choice(vec.size, MAX_COORDS, replace=False))
