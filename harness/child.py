@@ -43,14 +43,16 @@ def run(inputs: Path, result: int, control: int) -> int:
     if protocol.device != "cuda":
         torch.set_num_threads(1)  # one thread per run, as the reference models were trained
     training.warm_up(protocol)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
     device = training.resolve_device(protocol)
     net = models.build(protocol)
     net.load_state_dict(torch.load(inputs / "original.pt", map_location="cpu", weights_only=True))
     net.to(device)
     splits = torch.load(inputs / "splits.pt", map_location="cpu", weights_only=True)
+    # Seeded last, so the random state unlearning() starts from is the seed's alone: a Kaggle
+    # notebook that seeds each iteration after reloading the original starts from the same state.
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     loaders = [data.make_loader(data.Split(**splits[name]), protocol.pixel_scale, protocol.loader_batch_size,
                                 shuffle=True, seed=seed + offset)
                for offset, name in enumerate(("retain", "forget", "validation"))]

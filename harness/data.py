@@ -873,6 +873,21 @@ def _pack(root: Path, fingerprint: dict[str, str]) -> dict[str, Split]:
     return splits
 
 
+def kaggle_order(split: Split) -> Split:
+    """The split in the order the competition notebooks' HiddenDataset held it: rows sorted by
+    the image path `images/<person>/<n>.png` as a string (so person 10 comes before person 2).
+    The loaders handed to a submission use this order, so a seeded shuffle gives the same batches
+    in a harness run and in a Kaggle notebook."""
+    def path(i: int) -> str:
+        person, _, number = split.image_id[i].rpartition("-")
+        return f"{person}/{number}.png"
+
+    order = sorted(range(len(split)), key=path)
+    idx = torch.tensor(order, dtype=torch.int64)
+    return Split(images=split.images[idx], age_group=split.age_group[idx], age=split.age[idx],
+                 person_id=split.person_id[idx], image_id=[split.image_id[i] for i in order])
+
+
 # ================================================================================================
 # What the model sees
 # ================================================================================================

@@ -40,7 +40,8 @@ from harness.protocol import ACTIVE_ENV, Protocol
 
 OUTPUT_KEEP_BYTES = 16_384    # head and tail of a run's stdout/stderr kept for the log
 TRACEBACK_TAIL_LINES = 12
-RUNNER_VERSION = "sandbox-1"  # in every runs folder's key: runs of an older runner are not reused
+RUNNER_VERSION = "sandbox-2"  # in every runs folder's key: runs of an older runner are not reused
+                              # (2: loaders in the Kaggle notebooks' order, seeded after the model is loaded)
 SANDBOX_ENV = "HARNESS_SANDBOX"
 SANDBOX_MODES = ("auto", "require", "userns", "off")
 SCRATCH_MB = 1024             # each of the run's tmpfs folders (/scratch, /tmp, /dev/shm)
@@ -210,13 +211,14 @@ def _reason(status: dict | None, exit_info: str, protocol: Protocol) -> str:
     return f"the run failed during {stage}: {_last_line(error)}"
 
 
-def _last_line(text: str) -> str:
+def _last_line(text: str, cap: int = 400) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else "(no message)"
+    line = lines[-1].strip() if lines else "(no message)"
+    return line if len(line) <= cap else line[:cap] + f" [... {len(line) - cap} more characters]"
 
 
-def _tail(text: str, n: int = TRACEBACK_TAIL_LINES) -> str:
-    return "\n".join(text.strip().splitlines()[-n:])
+def _tail(text: str, n: int = TRACEBACK_TAIL_LINES, cap: int = 400) -> str:
+    return "\n".join(ln if len(ln) <= cap else ln[:cap] + " [...]" for ln in text.strip().splitlines()[-n:])
 
 
 def _libc():
@@ -230,7 +232,7 @@ def _worker_state(protocol: Protocol, pool_dir: Path, data_root: Path, k: int) -
     import numpy as np
     import torch
 
-    from harness import copies, reference_pool, training
+    from harness import copies, data, reference_pool, training
 
     key = ("run-state", str(pool_dir), str(data_root), k)
     cache = reference_pool._WORKER_CACHE
@@ -255,7 +257,8 @@ def _worker_state(protocol: Protocol, pool_dir: Path, data_root: Path, k: int) -
             "closest_pair": copies.closest_pair(conf),
             # The run is handed exactly these bytes; the test split is not among them.
             "inputs": {"original.pt": blob(original),
-                       "splits.pt": blob({n: vars(splits[n]) for n in ("retain", "forget", "validation")})},
+                       "splits.pt": blob({n: vars(data.kaggle_order(splits[n]))
+                                          for n in ("retain", "forget", "validation")})},
         }
         _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphans of an unsandboxed run come back here
         training.warm_up(protocol)
@@ -333,10 +336,7 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
             budget_s: float, out_dir: str, sandbox: str = "auto") -> dict:
     """One unlearning run, in a worker process: start the sandbox, time it, check and evaluate its
     weights, write the run record. Raises RunError on any failure (nothing is written then)."""
-    import numpy as np
-    import torch
-
-    from harness import copies, models, protocol as protocol_mod, reference_pool
+    from harness import protocol as protocol_mod, reference_pool
 
     task_started = time.perf_counter()
     protocol = protocol_mod.from_dict(protocol_dict)
@@ -377,22 +377,10 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
         if result["payload_bytes"] > result["cap"]:
             raise ValueError(f"it returned {result['payload_bytes']} bytes, more than a state dict of this "
                              f"architecture can take ({result['cap']})")
-        weights = torch.load(io.BytesIO(result["payload"]), map_location="cpu", weights_only=True)
-        if not isinstance(weights, dict):
-            raise ValueError("the saved weights are not a state dict")
-        models.check_same_architecture(state["original"], weights)
-        models.check_finite(weights)
+        weights = load_weights(result["payload"], state["original"])
     except Exception as e:  # noqa: BLE001 - every way the weights can be wrong is the run's failure
         raise RunError(fail + str(e).splitlines()[0]) from None
-    t_eval = time.perf_counter()
-    metrics = reference_pool.evaluate_state(protocol, weights, state["splits"])
-    metrics["eval_seconds"] = time.perf_counter() - t_eval
-    near = copies.nearest(copies.weight_vector(weights), np.asarray(metrics["forget_confidences"]),
-                          state["pool_vecs"], state["pool_conf"])
-    copied = copies.copy_reason(near, state["closest_pair"])
-    if copied:
-        raise RunError(fail + f"it returned a copy of the reference pool: {copied}. A submission must unlearn "
-                              "the original it is given, not hand back a retrained model")
+    metrics, near = evaluate_weights(protocol, state, weights, fail)
     seconds = result["exit"] - result["ready"]
     rec = {"index": i, "seed": seed, "seconds": seconds, "wall_seconds": result["wall"],
            "setup_seconds": result["ready"] - result["started"], "budget_s": budget_s,
@@ -404,18 +392,83 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
     return rec
 
 
+def load_weights(blob: bytes, original: dict) -> dict:
+    """A state dict from untrusted bytes (weights_only: no code runs), with the original's
+    architecture and finite weights; ValueError naming the first problem."""
+    import torch
+
+    from harness import models
+
+    weights = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    if not isinstance(weights, dict):
+        raise ValueError("the saved weights are not a state dict")
+    models.check_same_architecture(original, weights)
+    models.check_finite(weights)
+    return weights
+
+
+def evaluate_weights(protocol: Protocol, state: dict, weights: dict, fail: str) -> tuple[dict, dict]:
+    """Score checked weights in trusted code: accuracies, forget confidences, and the copy check
+    against the reference pool (RunError when they are a retrained model). (metrics, nearest)."""
+    import numpy as np
+
+    from harness import copies, reference_pool
+
+    t_eval = time.perf_counter()
+    metrics = reference_pool.evaluate_state(protocol, weights, state["splits"])
+    metrics["eval_seconds"] = time.perf_counter() - t_eval
+    near = copies.nearest(copies.weight_vector(weights), np.asarray(metrics["forget_confidences"]),
+                          state["pool_vecs"], state["pool_conf"])
+    copied = copies.copy_reason(near, state["closest_pair"])
+    if copied:
+        raise RunError(fail + f"it returned a copy of the reference pool: {copied}. A submission must unlearn "
+                              "the original it is given, not hand back a retrained model")
+    return metrics, near
+
+
+def evaluate_checkpoint(protocol_dict: dict, pool_dir: str, data_root: str, k: int, path: str, i: int,
+                        name: str) -> dict:
+    """In a worker: check and score checkpoint i of a submission made elsewhere (a Kaggle
+    submission.zip), exactly as a run's weights are. Raises RunError naming `name`."""
+    from harness import protocol as protocol_mod, reference_pool
+
+    protocol = protocol_mod.from_dict(protocol_dict)
+    reference_pool.set_worker_threads(protocol)
+    state = _worker_state(protocol, Path(pool_dir), Path(data_root), k)
+    fail = f"{name}: "
+    try:
+        weights = load_weights(Path(path).read_bytes(), state["original"])
+    except Exception as e:  # noqa: BLE001
+        raise RunError(fail + str(e).splitlines()[0]) from None
+    metrics, near = evaluate_weights(protocol, state, weights, fail)
+    return {"index": i, "seed": None, "seconds": None, "budget_s": None, "over_budget": False, "isolation": None,
+            "memory_limit_gb": None, "nearest_retrained": near, **metrics}
+
+
 def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget_s: float, sandbox: str, cap: int) -> dict:
     """Start the sandbox on box/inputs, police it to the end, and return what it produced and
     when, all measured here."""
+    return sandboxed_process(box, pool_dir, budget_s + protocol.unlearn_grace_s, sandbox, cap,
+                             {ACTIVE_ENV: json.dumps(protocol.to_dict())})
+
+
+def sandboxed_process(box: Path, pool_dir: Path, limit_s: float, sandbox: str, cap: int, env_extra: dict,
+                      module: str = "harness.child", binds: tuple = (), workdir: str | None = None,
+                      fallback_workdir: Path | None = None, on_tick=None) -> dict:
+    """Run `python -m module /inputs RESULT_FD CONTROL_FD` in the sandbox on box/inputs, kill it
+    `limit_s` after it started, and return what it produced and when, all measured here.
+    `binds` are extra (source, target, writable) folders in the sandbox, `workdir` its working
+    directory there (fallback_workdir without namespaces); on_tick() is called while it runs."""
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
     ctl_r, ctl_w = os.pipe()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
-           ACTIVE_ENV: json.dumps(protocol.to_dict())}
-    env.update({k: v for k, v in os.environ.items() if k in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")})
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", **env_extra}
+    env.update({k: v for k, v in os.environ.items() if k in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
+                and k not in env_extra})
     spec = {"mode": sandbox, "inputs": str(box / "inputs"), "root": str(box / "root"),
-            "fallback_scratch": str(box / "scratch"), "hide": _hidden_paths(pool_dir), "scratch_mb": SCRATCH_MB,
-            "env": env, "result_fd": res_w, "control_fd": ctl_w}
+            "fallback_scratch": str(fallback_workdir or box / "scratch"), "hide": _hidden_paths(pool_dir),
+            "scratch_mb": SCRATCH_MB, "env": env, "result_fd": res_w, "control_fd": ctl_w, "module": module,
+            "binds": [[str(s), t, bool(w)] for s, t, w in binds], "workdir": workdir}
     before = _children(os.getpid())
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-s", "-m", "harness.sandbox"], stdin=subprocess.PIPE, stdout=out_w,
@@ -434,7 +487,7 @@ def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget_s: float, s
         proc.stdin.close()
     except BrokenPipeError:
         pass
-    deadline = started + budget_s + protocol.unlearn_grace_s
+    deadline = started + limit_s
     timed_out = False
     while proc.poll() is None:
         if time.perf_counter() > deadline:
@@ -442,6 +495,8 @@ def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget_s: float, s
             os.killpg(proc.pid, signal.SIGKILL)  # the sandbox's init dies with it, and with it every run process
             proc.wait()
             break
+        if on_tick is not None:
+            on_tick()
         time.sleep(0.01)
     exited = time.perf_counter()
     _kill_leftovers(proc.pid, spare=before)

@@ -13,7 +13,8 @@ stdin. It uses only the standard library and never imports torch, so it starts i
         │                   /dev/shm are fresh size-limited tmpfs. Drops every capability for
         │                   good, reports which layers took effect, then reaps until the run ends;
         │                   when it exits the kernel kills whatever the run left in the namespace.
-        └── run (P2)        exec `python -m harness.child`: a fresh interpreter, nothing inherited
+        └── run (P2)        exec `python -m harness.child` (or the spec's module: harness.kaggle.kernel
+                            for a notebook): a fresh interpreter, nothing inherited
                             from the worker but the inputs folder and two pipes.
 
 Where the platform refuses namespaces (no root and no unprivileged user namespaces, or
@@ -180,6 +181,14 @@ def build_root(root: str, spec: dict) -> None:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
+    # Pseudo-terminals of the sandbox's own (a new devpts instance sees none of the host's): a
+    # notebook's `!command` runs under one.
+    os.makedirs(root + "/dev/pts")
+    try:
+        _mount("devpts", root + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+        os.symlink("pts/ptmx", root + "/dev/ptmx")
+    except OSError:
+        pass  # no terminals then; nothing else needs them
     # The writable folders first: an exposed tree may lie below one (a checkout in /tmp) and is
     # then bound on top of it.
     size = f"size={int(spec['scratch_mb'])}m"
@@ -189,6 +198,12 @@ def build_root(root: str, spec: dict) -> None:
     for path in exposed_paths():
         _bind(path, root)
     _bind(spec["inputs"], root, INPUTS)
+    # Extra folders at fixed places (a notebook's /kaggle); a writable one stays writable.
+    writable = {root + p for p in ("/dev/shm", "/dev/pts", "/tmp", SCRATCH, "/proc")}
+    for source, target, rw in spec.get("binds") or ():
+        _bind(source, root, target)
+        if rw:
+            writable.add(root + target)
     # Hide what must stay unseen even where it lies inside an exposed tree (a cache in /opt, a
     # checkout on sys.path): an empty read-only tmpfs over it.
     for path in spec["hide"]:
@@ -196,7 +211,6 @@ def build_root(root: str, spec: dict) -> None:
             _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=0555")
     os.makedirs(root + "/proc", exist_ok=True)
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    writable = {root + p for p in ("/dev/shm", "/tmp", SCRATCH, "/proc")}
     for point in _mounts_under(root):
         if point != root and point not in writable and not point.startswith(root + "/proc/"):
             try:
@@ -285,7 +299,7 @@ def _init(spec: dict, namespaced: bool, how: str) -> int:
     if namespaced:
         try:
             build_root(spec["root"], spec)
-            workdir = SCRATCH
+            workdir = spec.get("workdir") or SCRATCH
             layers.update(mount_namespace=True, filesystem_hidden=True, pid_namespace=os.getpid() == 1,
                           network_namespace=True)
         except OSError as e:
@@ -310,7 +324,8 @@ def _init(spec: dict, namespaced: bool, how: str) -> int:
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             os.chdir(workdir)
             env = dict(spec["env"], HOME=workdir, TMPDIR="/tmp" if layers["filesystem_hidden"] else workdir)
-            argv = [sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "harness.child",
+            argv = [sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []), "-m",
+                    spec.get("module") or "harness.child",
                     INPUTS if layers["filesystem_hidden"] else spec["inputs"],
                     str(spec["result_fd"]), str(control)]
             os.execve(sys.executable, argv, env)

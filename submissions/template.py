@@ -13,13 +13,16 @@ val_loader     torch DataLoader over the validation set.
                Each yields dicts: "image" float32 [B, 3, H, W], "age_group" int64 [B] (the label,
                10 classes), "age" int64 [B], "person_id" int64 [B], "image_id" list[str].
                The profiles' pixel scale: `quick`/`default` feed x/255 in [0, 1]; `competition`
-               feeds 0..255 floats, as the Kaggle notebooks did (read_image cast to float32).
+               and `kaggle-mini` feed 0..255 floats, as the Kaggle notebooks did (read_image cast
+               to float32). Each loader holds its split in the order of the competition
+               notebooks' HiddenDataset (sorted by image path) and shuffles with its own
+               generator, seeded with the run's seed + 0, 1, 2 (retain, forget, validation).
                You may build new DataLoaders from `loader.dataset` (it supports indexing and
                len()); the next run gets fresh loaders whatever you do to these.
 
 Runs: the harness calls unlearning() K times (the profile's K; 512 in the competition), each on
 a fresh copy of the original model in a fresh Python process inside a sandbox, seeded (torch,
-numpy, random) with its own seed. Make your method depend on those seeds, not on fixed ones, or
+numpy, random) with its own seed just before unlearning() is called. Make your method depend on those seeds, not on fixed ones, or
 every run is the same. `harness.protocol.active()` gives the run's protocol (the training recipe
 of the reference models), and `harness.training` its training loop.
 

