@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {score,reference,check,leaderboard,ladder}`.
+"""Command line: `python -m harness {score,reference,check,leaderboard,ladder,kaggle,score-zip}`.
 
 Every expected failure (bad path, unknown profile, failed run) ends with one line on stderr that
 names the problem and the fix, and a non-zero exit code."""
@@ -73,6 +73,41 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_kaggle_export(args) -> int:
+    from harness import protocol
+    from harness.kaggle import export
+
+    out = export.export(args.submission, args.out, protocol.get(args.profile))
+    print(f"wrote {out}: {args.submission} as a competition notebook (upload it to Kaggle, or run it here with "
+          f"`python -m harness kaggle run {out}`)")
+    return 0
+
+
+def cmd_kaggle_run(args) -> int:
+    from harness import score
+    from harness.kaggle import run
+
+    result = run.run(args.notebook, _protocol(args), k=args.k, workers=args.workers, progress=not args.quiet,
+                     output_notebook=args.output_notebook, zip_out=args.zip_out)
+    print(score.summary_text(result))
+    print(f"  result: {score.paths.results_dir() / (result['id'] + '.json')}")
+    if args.json:
+        print(json.dumps(result, allow_nan=True))
+    return 0
+
+
+def cmd_score_zip(args) -> int:
+    from harness import score
+    from harness.kaggle import checkpoints
+
+    result = checkpoints.score_zip(args.zip, _protocol(args), k=args.k, workers=args.workers, progress=not args.quiet)
+    print(score.summary_text(result))
+    print(f"  result: {score.paths.results_dir() / (result['id'] + '.json')}")
+    if args.json:
+        print(json.dumps(result, allow_nan=True))
+    return 0
+
+
 def cmd_leaderboard(args) -> int:
     from harness import leaderboard, paths
 
@@ -121,9 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unlearning-harness", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp, profile=True):
+    def common(sp, profile=True, default_profile="default"):
         if profile:
-            sp.add_argument("--profile", default="default", help=f"protocol profile ({profiles})")
+            sp.add_argument("--profile", default=default_profile, help=f"protocol profile ({profiles}; "
+                                                                       f"default {default_profile})")
         sp.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
         if profile:
             sp.add_argument("--secret-seeds", action="store_true",
@@ -155,6 +191,29 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--history", action="store_true", help="every result, not only each submission's latest")
     lb.add_argument("--rebuild", action="store_true", help="rebuild the database from the result JSON files")
     lb.set_defaults(func=cmd_leaderboard)
+
+    kg = sub.add_parser("kaggle", help="competition notebooks offline: export a submission, run a notebook")
+    ksub = kg.add_subparsers(dest="kaggle_command", required=True)
+    ke = ksub.add_parser("export", help="write a submission as a competition notebook (runs on Kaggle as an entry)")
+    ke.add_argument("submission", help="a .py file defining unlearning(net, retain_loader, forget_loader, val_loader)")
+    ke.add_argument("--out", required=True, help="the notebook to write (.ipynb)")
+    ke.add_argument("--profile", default="kaggle-mini", help="profile whose seeds the notebook uses (default kaggle-mini)")
+    ke.set_defaults(func=cmd_kaggle_export)
+    kr = ksub.add_parser("run", help="run a competition notebook offline (K iterations) and score its submission.zip")
+    kr.add_argument("notebook", help="an .ipynb written for the competition")
+    kr.add_argument("--k", type=int, default=None, help="iterations instead of 512 (default: the profile's K)")
+    kr.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    kr.add_argument("--output-notebook", default=None, help="also write the executed notebook, outputs included")
+    kr.add_argument("--zip-out", default=None, help="also keep the notebook's submission.zip at this path")
+    common(kr, default_profile="kaggle-mini")
+    kr.set_defaults(func=cmd_kaggle_run)
+
+    sz = sub.add_parser("score-zip", help="score a submission.zip of unlearned checkpoints made anywhere")
+    sz.add_argument("zip", help="a submission.zip holding unlearned_checkpoint_<i>.pth, i = 0..K-1")
+    sz.add_argument("--k", type=int, default=None, help="checkpoints expected (default: the profile's K)")
+    sz.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    common(sz, default_profile="kaggle-mini")
+    sz.set_defaults(func=cmd_score_zip)
 
     ld = sub.add_parser("ladder", help="score noop, finetune and the retrain oracle; check their order")
     ld.add_argument("--k", type=int, default=None)

@@ -144,7 +144,23 @@ COMPETITION = Protocol(
     device="auto", eval_batch_size=1024,
 )
 
-PROFILES = {p.name: p for p in (QUICK, DEFAULT, COMPETITION)}
+# The competition's model and input exactly (torchvision ResNet-18, 32x32 RGB, raw 0..255 pixels,
+# batch 64, class-weighted Adam lr 1e-4 / wd 5e-3 with a cosine schedule, PROTOCOL §3) on fewer
+# identities and epochs, so that a competition notebook's whole first run fits in minutes on a
+# 2-core CPU. The Kaggle commands (harness.kaggle) default to it.
+KAGGLE_MINI = Protocol(
+    name="kaggle-mini",
+    data_source=SYNTHETIC, data_seed=0, n_identities=200, images_per_identity=(5, 20), image_size=32, n_forget_identities=15,
+    split_seed=0, split_fractions=(0.8, 0.1, 0.1), n_classes=10, pixel_scale="raw",
+    arch="resnet18", width=64,
+    epochs=8, batch_size=64, optimizer="adam", lr=1e-4, weight_decay=5e-3, schedule="cosine",
+    class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=6,
+    k=8, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
+    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=10.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
+    device="cpu", eval_batch_size=512,
+)
+
+PROFILES = {p.name: p for p in (QUICK, DEFAULT, COMPETITION, KAGGLE_MINI)}
 
 # The child process of an unlearning run finds its protocol here (see `active`).
 ACTIVE_ENV = "HARNESS_ACTIVE_PROTOCOL"

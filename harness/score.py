@@ -3,6 +3,7 @@ leaderboard row. The result JSON carries everything needed to trace and reproduc
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import platform
 import time
@@ -68,7 +69,9 @@ def summarise(protocol: Protocol, pool, submission: runner.Submission, runs: lis
     low, high = metric.score_interval(retrain_conf, unlearned_conf, acc["retain_acc"], ref["retain_acc"],
                                       acc["test_acc"], ref["test_acc"])
     created = dt.datetime.now(dt.timezone.utc)
-    seconds = np.array([r["seconds"] for r in runs])
+    # Checkpoints made elsewhere (score-zip) carry no time: nothing is claimed about it.
+    timed = all(r["seconds"] is not None for r in runs)
+    seconds = np.array([r["seconds"] for r in runs], dtype=np.float64) if timed else None
     return {
         "schema": RESULT_SCHEMA,
         "id": f"{protocol.name}-{submission.name}-{submission.sha256[:8]}-k{k}-{created:%Y%m%dT%H%M%S%fZ}",
@@ -95,17 +98,22 @@ def summarise(protocol: Protocol, pool, submission: runner.Submission, runs: lis
         "reference": {key: float(v.mean()) for key, v in ref.items()},
         "original": {key: pool.original[key] for key in ("retain_acc", "test_acc", "forget_acc", "val_acc")},
         "epsilons": [float(e) for e in eps],
+        # One sha256 per run of its forget confidences (float64 bytes): two scores made the same
+        # runs, bit for bit, exactly when these agree (a notebook run against `harness score`).
+        "run_digests": [hashlib.sha256(row.tobytes()).hexdigest()[:16] for row in unlearned_conf],
         "points": [float(p) for p in metric.points(eps, k)],
         # With secret seeds the retrained models' seeds stay in the pool: the result publishes a
         # commitment to the secret instead, so a later submission cannot rebuild the pool from it.
+        "source": "runner",
         "seeds": {"original": protocol.original_seed,
                   "retrain": None if protocol.secret_seeds else [r["seed"] for r in pool.retrains],
                   "retrain_secret_commitment": pool.seed_commitment, "unlearn": [r["seed"] for r in runs]},
         "budget": {"seconds": budget_s, "fraction": protocol.unlearn_budget_fraction if budget_fraction is None
                    else budget_fraction, "protocol_budget": budget_fraction is None,
                    "retrain_seconds": pool.retrain_seconds(), "over_budget_runs": int(sum(r["over_budget"] for r in runs))},
-        "seconds": {"unlearning_mean": float(seconds.mean()), "unlearning_max": float(seconds.max()),
-                    "unlearning_total": float(seconds.sum()), "retrain_mean": pool.retrain_seconds()},
+        "seconds": {"unlearning_mean": float(seconds.mean()) if timed else None,
+                    "unlearning_max": float(seconds.max()) if timed else None,
+                    "unlearning_total": float(seconds.sum()) if timed else None, "retrain_mean": pool.retrain_seconds()},
         "isolation": isolation(runs),
         "suspicious": suspicious(f, null_f),
         "versions": versions(),
@@ -171,11 +179,18 @@ def summary_text(r: dict) -> str:
         f"  test accuracy      {r['test_acc']:.1f}%   retrained {ref['test_acc']:.1f}%   ratio {r['test_acc_ratio']:.3f}",
         f"  forget accuracy    {r['forget_acc']:.1f}%   retrained {ref['forget_acc']:.1f}%   "
         f"original {r['original']['forget_acc']:.1f}%",
-        f"  unlearning         {r['seconds']['unlearning_mean']:.2f} s/run (budget {r['budget']['seconds']:.1f} s"
-        f"{'' if r['budget']['protocol_budget'] else ', NOT the protocol budget'}; one retrain "
-        f"{r['seconds']['retrain_mean']:.1f} s)   total {r['seconds']['total']:.0f} s",
+        (f"  unlearning         {r['seconds']['unlearning_mean']:.2f} s/run (budget {r['budget']['seconds']:.1f} s"
+         f"{'' if r['budget']['protocol_budget'] else ', NOT the protocol budget'}; one retrain "
+         f"{r['seconds']['retrain_mean']:.1f} s)   total {r['seconds']['total']:.0f} s"
+         if r["seconds"]["unlearning_mean"] is not None else
+         f"  unlearning         not timed: the checkpoints were made elsewhere   total {r['seconds']['total']:.0f} s"),
     ]
-    if not r["isolation"]["sandboxed"]:
+    if r.get("source") == "kaggle-notebook":
+        lines.insert(-1, f"  notebook           {r['notebook']['seconds']:.1f} s in one kernel for {r['k']} iterations, "
+                         f"{len(r['notebook_rewrites'])} rewrite(s) of its source")
+    if r.get("source") == "submission-zip":
+        lines.append("  note: checkpoints made outside the harness: how (time, isolation, seeds) is not known")
+    elif not r["isolation"]["sandboxed"]:
         lines.append(f"  WARNING: runs were NOT sandboxed ({'; '.join(r['isolation']['refused']) or 'layers missing'}): "
                      "a run could read the cache")
     if r.get("suspicious"):

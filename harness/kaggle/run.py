@@ -1,0 +1,210 @@
+"""`harness kaggle run NOTEBOOK.ipynb`: a competition notebook, run offline and scored.
+
+1. The profile's data and original model are written in the Kaggle input layout (layout.py) into
+   a scratch tree, which the sandbox mounts at /kaggle (input read-only; working and tmp writable).
+2. The notebook's source is rewritten minimally (rewrite.py): K iterations instead of 512, and on
+   a CPU the CUDA guard and hard-coded 'cuda' devices. Every rewrite is printed and recorded in
+   the result (`notebook_rewrites`). Where the platform refuses namespaces, /kaggle paths are
+   rewritten to the scratch tree too (and the result says the run was not sandboxed).
+3. harness.kaggle.kernel executes it in the sandbox with a Jupyter kernel (nbclient), under a
+   time limit of K unlearning budgets plus NOTEBOOK_SETUP_S and the profile's memory limit.
+   The clock is this process's: the kernel is charged from its start to its last checkpoint.
+4. The submission.zip it leaves in /kaggle/working is scored like `harness score-zip`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness.protocol import Protocol
+
+NOTEBOOK_SETUP_S = 120.0        # on top of K budgets: kernel start, imports, reading the data, zipping
+OUTPUT_NOTEBOOK_CAP = 64 << 20  # the executed notebook handed back (for the failing cell's output)
+MAX_NOTEBOOK_BYTES = 64 << 20
+
+
+def read_notebook(path: Path):
+    """The notebook at path, or ValueError in one line when it is not one."""
+    import nbformat
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"notebook {path} does not exist: pass the path of an .ipynb file")
+    if path.stat().st_size > MAX_NOTEBOOK_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size} bytes: a notebook that large has outputs in it; "
+                         "clear them (Kernel > Restart & Clear Output) and try again")
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except Exception as e:  # noqa: BLE001 - JSON errors, schema errors, binary files: all "not a notebook"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not a Jupyter notebook (nbformat 4): {first[:200]}") from None
+    if not any(c.cell_type == "code" and c.source.strip() for c in nb.cells):
+        raise ValueError(f"{path} has no code cells: nothing to run")
+    return nb
+
+
+class _Progress:
+    """Counts the checkpoints in /kaggle/tmp while the kernel runs; notes when each first appears."""
+
+    def __init__(self, tmp: Path, k: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.tmp, self.k, self.seen, self.last = tmp, k, 0, None
+        self.bar = tqdm(total=k, desc="notebook", unit="checkpoint", disable=not enabled, file=sys.stderr,
+                        dynamic_ncols=True)
+        self.next_check = 0.0
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if now < self.next_check:
+            return
+        self.next_check = now + 0.1
+        try:
+            n = sum(1 for p in os.scandir(self.tmp) if p.name.startswith("unlearned_checkpoint_"))
+        except OSError:
+            return
+        if n > self.seen:
+            self.bar.update(min(n, self.k) - min(self.seen, self.k))
+            self.seen, self.last = n, now
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _failure_message(status: dict | None, exit_info: str) -> str:
+    if not status:
+        return f"the notebook's kernel ended without a word ({exit_info})"
+    if status.get("stage") == "cell":
+        where = f"cell {status['cell'] + 1}" + (f" [{status['execution_count']}]" if status.get("execution_count") else "")
+        first = next((ln for ln in str(status.get("source", "")).splitlines() if ln.strip()), "")
+        return (f"{where} raised {status.get('ename')}: {status.get('evalue')}"
+                + (f"\n{where} begins: {first.strip()[:120]}" if first else "")
+                + (f"\n{status['traceback']}" if status.get("traceback") else ""))
+    if status.get("stage") == "kernel":
+        return f"the notebook's kernel failed: {status.get('ename')}: {status.get('evalue')}"
+    error = str(status.get("error", "")).strip().splitlines()
+    return f"the notebook could not be started: {error[-1] if error else exit_info}"
+
+
+def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: int | None = None,
+        progress: bool = True, record: bool = True, output_notebook: str | None = None,
+        zip_out: str | None = None) -> dict:
+    import torch
+
+    from harness import paths, reference_pool, runner, score
+    from harness.kaggle import checkpoints, layout, rewrite
+
+    started = time.perf_counter()
+    path = Path(notebook_path)
+    nb = read_notebook(path)
+    submission = runner.Submission(path.resolve(), paths.file_sha256(path))
+    k = protocol.k if k is None else k
+    if k < 2:
+        raise ValueError(f"--k must be at least 2 (got {k}): the metric compares two populations of models")
+    workers = workers or reference_pool.default_workers(protocol)
+    pool = reference_pool.ensure(protocol, k, workers=workers, progress=progress)
+    pool_seconds = time.perf_counter() - started
+    budget_s = score.budget_seconds(protocol, pool)
+    cuda = protocol.device != "cpu" and torch.cuda.is_available()
+    sandbox = runner.sandbox_mode()
+    box = Path(tempfile.mkdtemp(prefix="harness-kaggle-"))
+    try:
+        kaggle = box / "kaggle"
+        layout.write(pool, kaggle)
+        inputs = box / "inputs"
+        inputs.mkdir()
+        (box / "root").mkdir()
+        (box / "tmp").mkdir()
+        import nbformat
+
+        variants = {"notebook.ipynb": rewrite.rewrite(nb, k, cuda),
+                    "notebook-paths.ipynb": rewrite.rewrite(nb, k, cuda, str(kaggle))}
+        for name, (rewritten, _) in variants.items():
+            (inputs / name).write_text(nbformat.writes(rewritten))
+        (inputs / "run.json").write_text(json.dumps({
+            "memory_limit_gb": protocol.memory_limit_gb if not cuda else None, "threads": None if cuda else 1,
+            "fallback_tmp": str(box / "tmp")}))
+        expected = "notebook-paths.ipynb" if sandbox == "off" else "notebook.ipynb"
+        for line in _rewrite_lines(variants[expected][1], kaggle):
+            print(line, file=sys.stderr)
+        limit_s = k * budget_s + NOTEBOOK_SETUP_S
+        bar = _Progress(kaggle / "tmp", k, progress)
+        try:
+            result = runner.sandboxed_process(
+                box, pool.dir, limit_s, sandbox, OUTPUT_NOTEBOOK_CAP,
+                {"CUDA_VISIBLE_DEVICES": ""} if not cuda else {}, module="harness.kaggle.kernel",
+                binds=((kaggle, "/kaggle", True), (kaggle / "input", "/kaggle/input", False)),
+                workdir="/kaggle/working", fallback_workdir=kaggle / "working", on_tick=bar.tick)
+            bar.tick()
+        finally:
+            bar.close()
+        isolation, status = result["isolation"], result["status"]
+        namespaced = bool(isolation and isolation.get("filesystem_hidden"))
+        used = "notebook.ipynb" if namespaced else "notebook-paths.ipynb"
+        rewrites = variants[used][1]
+        if used != expected:  # namespaces refused: the /kaggle paths were rewritten as well
+            for line in _rewrite_lines(rewrites, kaggle):
+                print(line, file=sys.stderr)
+        if output_notebook and result["payload"]:
+            paths.atomic_write_bytes(Path(output_notebook), result["payload"])
+        name = f"notebook {path.name}"
+        if result["timed_out"]:
+            raise runner.RunError(f"{name} ran past its time limit: killed after {result['wall']:.0f} s "
+                                  f"({k} runs x {budget_s:.1f} s budget + {NOTEBOOK_SETUP_S:.0f} s setup); "
+                                  f"{bar.seen} of {k} checkpoints were written")
+        if result["setup_error"] or isolation is None:
+            raise runner.RunError(f"{name}: the sandbox could not be set up: {result['setup_error'] or result['exit_info']}")
+        if sandbox == "require" and not runner.sandboxed(isolation):
+            raise runner.RunError(f"{name}: {runner.SANDBOX_ENV}=require, but {isolation.get('refused')}: run as root "
+                                  "or enable unprivileged user namespaces")
+        if not status or not status.get("ok"):
+            raise runner.RunError(f"{name} failed: {_failure_message(status, result['exit_info'])}")
+        zip_path = kaggle / "working" / "submission.zip"
+        try:
+            is_file = stat.S_ISREG(zip_path.lstat().st_mode)  # not a link the notebook planted
+        except FileNotFoundError:
+            is_file = False
+        if not is_file:
+            raise runner.RunError(f"{name} finished but left no submission.zip in /kaggle/working: its last cell must "
+                                  "zip the checkpoints (`zip submission.zip /kaggle/tmp/*.pth`)")
+        notebook_seconds = ((bar.last or result["exit"]) - (result["ready"] or result["started"]))
+        files = checkpoints.extract(zip_path, protocol, k, box / "checkpoints")
+        if zip_out:  # validated: the same checkpoints `harness score-zip` would get
+            paths.atomic_write_bytes(Path(zip_out), zip_path.read_bytes())
+        t_eval = time.perf_counter()
+        runs = checkpoints.evaluate(files, protocol, pool, workers, progress, path.name)
+    finally:
+        shutil.rmtree(box, ignore_errors=True)
+    for r in runs:  # one kernel ran all K iterations: each is charged an equal share of its time
+        r.update(seconds=notebook_seconds / k, budget_s=budget_s, over_budget=notebook_seconds / k > budget_s,
+                 isolation=isolation, memory_limit_gb=protocol.memory_limit_gb if not cuda else None)
+    out = score.summarise(protocol, pool, submission, runs, budget_s, None)
+    out["source"] = "kaggle-notebook"
+    out["notebook_rewrites"] = [r.to_dict() for r in rewrites]
+    out["notebook"] = {"seconds": notebook_seconds, "wall_seconds": result["wall"], "time_limit_s": limit_s,
+                       "kernel": "python3 (ipykernel, nbclient)", "threads": None if cuda else 1,
+                       "memory_limit_gb": protocol.memory_limit_gb if not cuda else None}
+    out["seconds"].update(total=time.perf_counter() - started, reference_pool=pool_seconds,
+                          runs_wall=notebook_seconds, metric=time.perf_counter() - t_eval)
+    if record:
+        score.write(out)
+    return out
+
+
+def _rewrite_lines(rewrites, kaggle: Path) -> list[str]:
+    from harness.kaggle.rewrite import RULES
+
+    if not rewrites:
+        return ["notebook: runs unchanged (no rewrites)"]
+    lines = [f"notebook: {len(rewrites)} rewrite(s) to run here:"]
+    for rule in dict.fromkeys(r.rule for r in rewrites):
+        lines.append(f"  [{rule}] {RULES[rule].format(root=kaggle)}")
+        lines += [f"    {r}" for r in rewrites if r.rule == rule]
+    return lines
