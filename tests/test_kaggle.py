@@ -215,3 +215,54 @@ def test_score_zip_says_how_many_are_needed(tmp_path, results):
     with pytest.raises(checkpoints.ZipError, match=r"holds 3 checkpoints \(0\.\.2\); profile kaggle-mini scores K = 8 "
                                                    r"and needs .*: pass --k 3"):
         checkpoints.score_zip(str(z), MINI, progress=False)
+
+
+def test_notebook_runs_in_the_sandbox_under_its_limits(mini_pool, results, tmp_path, cache):
+    """The kernel: /kaggle as on Kaggle, one thread, `zip` on PATH, the cache out of sight; an
+    allocation past the memory limit fails in its cell."""
+    probe = (f"import os, shutil, torch\n"
+             f"print('cwd', os.getcwd(), 'threads', torch.get_num_threads(), 'zip', bool(shutil.which('zip')))\n"
+             f"print('cache visible', os.path.exists({str(cache)!r}))\n"
+             f"print('input', sorted(os.listdir('/kaggle/input/neurips-2023-machine-unlearning')))")
+    nb = _notebook(tmp_path, probe, "import torch\nx = torch.ones(3 * 2**30, dtype=torch.uint8)")
+    out = tmp_path / "executed.ipynb"
+    small = MINI.replace(memory_limit_gb=1.0)
+    with pytest.raises(runner.RunError, match=r"cell 2 \[2\] raised (RuntimeError|MemoryError)"):
+        kaggle_run.run(str(nb), small, k=2, progress=False, output_notebook=str(out))
+    text = "".join(o.get("text", "") for o in nbformat.read(out, as_version=4).cells[0].outputs)
+    assert "cwd /kaggle/working threads 1 zip True" in text
+    assert "cache visible False" in text
+    assert "['forget.csv', 'images', 'original_model.pth', 'retain.csv', 'validation.csv']" in text
+    assert _nothing_written(results)
+
+
+def test_notebook_past_its_time_limit_is_killed(mini_pool, results, tmp_path, monkeypatch):
+    monkeypatch.setattr(kaggle_run, "NOTEBOOK_SETUP_S", 2.0)
+    fast = MINI.replace(unlearn_budget_min_s=1.0)  # budget 20% of a retrain: ~7 s a run here
+    nb = _notebook(tmp_path, "import time\ntime.sleep(600)")
+    with pytest.raises(runner.RunError, match=r"ran past its time limit: killed after \d+ s"):
+        kaggle_run.run(str(nb), fast, k=2, progress=False)
+    assert _nothing_written(results)
+
+
+def test_a_linked_submission_zip_is_refused(mini_pool, results, tmp_path):
+    """The notebook plants submission.zip as a link (to a good zip): only a regular file counts."""
+    blob_path = tmp_path / "original.pth"
+    torch.save(_original(mini_pool), blob_path)
+    nb = _notebook(tmp_path, "import os, shutil, zipfile\n"
+                             "with zipfile.ZipFile('/kaggle/tmp/real.zip', 'w') as z:\n"
+                             "    for i in range(2):\n"
+                             "        z.writestr(f'unlearned_checkpoint_{i}.pth', open('/kaggle/input/neurips-2023-"
+                             "machine-unlearning/original_model.pth', 'rb').read())\n"
+                             "os.symlink('/kaggle/tmp/real.zip', '/kaggle/working/submission.zip')")
+    with pytest.raises(runner.RunError, match="left no submission.zip"):
+        kaggle_run.run(str(nb), MINI, k=2, progress=False)
+    assert _nothing_written(results)
+
+
+def test_an_oversized_entry_is_refused_before_it_is_read(tmp_path):
+    quick = protocol.QUICK  # a small architecture: 4x its state dict is a small file
+    z = _zip(tmp_path / "s.zip", {f"unlearned_checkpoint_{i}.pth": b"\0" * (8 << 20) for i in range(2)})
+    with pytest.raises(checkpoints.ZipError, match="more than a cnn state dict can take"):
+        checkpoints.extract(z, quick, 2, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
