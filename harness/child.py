@@ -103,10 +103,12 @@ def run(inputs: Path, result: int, control: int) -> int:
     return finish({"ok": True}, buf.getvalue())
 
 
-def main() -> int:
+def main(run_fn=run) -> int:
+    """`python -m <module> INPUTS RESULT_FD CONTROL_FD`: run_fn(inputs, result, control), and a
+    failure before the submission ran reported on the result pipe (harness.kaggle.kernel too)."""
     inputs, result, control = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     try:
-        return run(inputs, result, control)
+        return run_fn(inputs, result, control)
     except BaseException:  # noqa: BLE001 - a failure before the submission ran: the harness's or the platform's
         try:
             with os.fdopen(result, "wb", closefd=False) as f:
@@ -119,8 +121,12 @@ def main() -> int:
         sys.stderr.flush()
 
 
-if __name__ == "__main__":
-    code = main()
+def exit_after(main_fn) -> None:
+    code = main_fn()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # no interpreter teardown: nothing a submission registered at exit runs after this
+
+
+if __name__ == "__main__":
+    exit_after(main)

@@ -24,16 +24,21 @@ def _protocol(args):
     return p.replace(secret_seeds=True) if getattr(args, "secret_seeds", False) else p
 
 
+def _report(result: dict, as_json: bool) -> int:
+    from harness import score
+
+    print(score.summary_text(result))
+    print(f"  result: {score.paths.results_dir() / (result['id'] + '.json')}")
+    if as_json:
+        print(json.dumps(result, allow_nan=True))
+    return 0
+
+
 def cmd_score(args) -> int:
     from harness import score
 
-    result = score.score(args.submission, _protocol(args), k=args.k, workers=args.workers,
-                         budget_fraction=args.budget_fraction, progress=not args.quiet)
-    print(score.summary_text(result))
-    print(f"  result: {score.paths.results_dir() / (result['id'] + '.json')}")
-    if args.json:
-        print(json.dumps(result, allow_nan=True))
-    return 0
+    return _report(score.score(args.submission, _protocol(args), k=args.k, workers=args.workers,
+                               budget_fraction=args.budget_fraction, progress=not args.quiet), args.json)
 
 
 def cmd_reference(args) -> int:
@@ -84,28 +89,17 @@ def cmd_kaggle_export(args) -> int:
 
 
 def cmd_kaggle_run(args) -> int:
-    from harness import score
     from harness.kaggle import run
 
-    result = run.run(args.notebook, _protocol(args), k=args.k, workers=args.workers, progress=not args.quiet,
-                     output_notebook=args.output_notebook, zip_out=args.zip_out)
-    print(score.summary_text(result))
-    print(f"  result: {score.paths.results_dir() / (result['id'] + '.json')}")
-    if args.json:
-        print(json.dumps(result, allow_nan=True))
-    return 0
+    return _report(run.run(args.notebook, _protocol(args), k=args.k, workers=args.workers, progress=not args.quiet,
+                           output_notebook=args.output_notebook, zip_out=args.zip_out), args.json)
 
 
 def cmd_score_zip(args) -> int:
-    from harness import score
     from harness.kaggle import checkpoints
 
-    result = checkpoints.score_zip(args.zip, _protocol(args), k=args.k, workers=args.workers, progress=not args.quiet)
-    print(score.summary_text(result))
-    print(f"  result: {score.paths.results_dir() / (result['id'] + '.json')}")
-    if args.json:
-        print(json.dumps(result, allow_nan=True))
-    return 0
+    return _report(checkpoints.score_zip(args.zip, _protocol(args), k=args.k, workers=args.workers,
+                                         progress=not args.quiet), args.json)
 
 
 def cmd_leaderboard(args) -> int:

@@ -22,7 +22,6 @@ import re
 import stat
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -115,21 +114,7 @@ def run(inputs: Path, result: int, control: int) -> int:
     return 0 if status["ok"] else 3
 
 
-def main() -> int:
-    inputs, result, control = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    try:
-        return run(inputs, result, control)
-    except BaseException:  # noqa: BLE001 - the harness's or the platform's failure, not the notebook's
-        try:
-            with os.fdopen(result, "wb", closefd=False) as f:
-                f.write((json.dumps({"ok": False, "stage": "setup", "error": traceback.format_exc()}) + "\n").encode())
-        except OSError:
-            pass
-        return 1
-
-
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    from harness import child
+
+    child.exit_after(lambda: child.main(run))
