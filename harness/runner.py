@@ -176,10 +176,11 @@ def _kill_leftovers(pgid: int, spare: set[int]) -> int:
         left = _children(os.getpid()) - spare
         if not left:
             break
-        for pid in left:
+        for pid in left:  # a grandchild orphaned by the kills above arrives here too: kill it as well
             try:
+                os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
+            except (ChildProcessError, ProcessLookupError):
                 pass
         time.sleep(0.01)
     return killed

@@ -20,6 +20,8 @@ from nbformat import v4
 from harness import leaderboard, protocol, reference_pool, runner, score
 from harness.kaggle import checkpoints, export, run as kaggle_run
 
+from conftest import processes_with
+
 REPO = Path(__file__).resolve().parents[1]
 ENTRANT = Path(__file__).resolve().parent / "kaggle" / "entrant.ipynb"
 MINI = protocol.KAGGLE_MINI
@@ -236,12 +238,18 @@ def test_notebook_runs_in_the_sandbox_under_its_limits(mini_pool, results, tmp_p
     assert _nothing_written(results)
 
 
-def test_notebook_past_its_time_limit_is_killed(mini_pool, results, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sandbox", ["auto", "off"])
+def test_notebook_past_its_time_limit_is_killed_with_all_it_started(sandbox, mini_pool, results, tmp_path,
+                                                                     monkeypatch):
     monkeypatch.setattr(kaggle_run, "NOTEBOOK_SETUP_S", 2.0)
+    monkeypatch.setenv(runner.SANDBOX_ENV, sandbox)
     fast = MINI.replace(unlearn_budget_min_s=1.0)  # budget 20% of a retrain: ~7 s a run here
-    nb = _notebook(tmp_path, "import time\ntime.sleep(600)")
+    marker = str(4321000 + len(sandbox))  # a detached `sleep <marker>`, found by its command line
+    nb = _notebook(tmp_path, f"import subprocess, time\nsubprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+                             "time.sleep(600)")
     with pytest.raises(runner.RunError, match=r"ran past its time limit: killed after \d+ s"):
         kaggle_run.run(str(nb), fast, k=2, progress=False)
+    assert processes_with(marker) == []  # the kernel and what it detached are gone, sandbox or not
     assert _nothing_written(results)
 
 

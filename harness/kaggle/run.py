@@ -96,6 +96,7 @@ def _failure_message(status: dict | None, exit_info: str) -> str:
 def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: int | None = None,
         progress: bool = True, record: bool = True, output_notebook: str | None = None,
         zip_out: str | None = None) -> dict:
+    import nbformat
     import torch
 
     from harness import paths, reference_pool, runner, score
@@ -122,8 +123,6 @@ def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: i
         inputs.mkdir()
         (box / "root").mkdir()
         (box / "tmp").mkdir()
-        import nbformat
-
         variants = {"notebook.ipynb": rewrite.rewrite(nb, k, cuda),
                     "notebook-paths.ipynb": rewrite.rewrite(nb, k, cuda, str(kaggle))}
         for name, (rewritten, _) in variants.items():
@@ -135,6 +134,9 @@ def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: i
         for line in _rewrite_lines(variants[expected][1], kaggle):
             print(line, file=sys.stderr)
         limit_s = k * budget_s + NOTEBOOK_SETUP_S
+        # Without namespaces a kernel in a session of its own would outlive a killed sandbox: as
+        # a child subreaper this process gets it back, and the runner kills it.
+        runner._libc().prctl(runner._PR_SET_CHILD_SUBREAPER, 1)
         bar = _Progress(kaggle / "tmp", k, progress)
         try:
             result = runner.sandboxed_process(
@@ -177,7 +179,9 @@ def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: i
         notebook_seconds = ((bar.last or result["exit"]) - (result["ready"] or result["started"]))
         files = checkpoints.extract(zip_path, protocol, k, box / "checkpoints")
         if zip_out:  # validated: the same checkpoints `harness score-zip` would get
-            paths.atomic_write_bytes(Path(zip_out), zip_path.read_bytes())
+            tmp = Path(zip_out).with_name(f".{Path(zip_out).name}.tmp")
+            shutil.copyfile(zip_path, tmp)
+            os.replace(tmp, zip_out)
         t_eval = time.perf_counter()
         runs = checkpoints.evaluate(files, protocol, pool, workers, progress, path.name)
     finally:
