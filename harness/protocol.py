@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = "1.1"  # 1.1: the secret_seeds knob
+PROTOCOL_VERSION = "1.2"  # 1.1: the secret_seeds knob; 1.2: the kaggle-mini profile
 
 
 @dataclass(frozen=True)

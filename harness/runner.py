@@ -363,13 +363,8 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
     if result["timed_out"]:
         raise RunError(f"run {i} (seed {seed}) exceeded its time budget: killed after {result['wall']:.1f} s "
                        f"(budget {budget_s:.1f} s + {protocol.unlearn_grace_s:.0f} s setup grace)")
+    check_sandbox(result, sandbox, fail)
     isolation, status = result["isolation"], result["status"]
-    if result["setup_error"] or isolation is None:
-        raise RunError(fail + f"the sandbox could not be set up: {result['setup_error'] or result['exit_info']}"
-                       + (f"\n{_tail(result['output'])}" if result["output"].strip() else ""))
-    if sandbox == "require" and not sandboxed(isolation):
-        raise RunError(fail + f"{SANDBOX_ENV}=require, but {isolation.get('refused', 'the sandbox was refused')}: "
-                       f"run as root or enable unprivileged user namespaces")
     if not status or not status.get("ok") or result["ready"] is None:
         detail = _tail(status["error"]) if status and isinstance(status.get("error"), str) else ""
         raise RunError(fail + _reason(status, result["exit_info"], protocol)
@@ -391,6 +386,17 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
            **metrics, "task_seconds": time.perf_counter() - task_started}
     paths.atomic_write_json(run_path(Path(out_dir), i), rec)
     return rec
+
+
+def check_sandbox(result: dict, sandbox: str, fail: str) -> None:
+    """RunError when the sandbox never came up, or came up short of what HARNESS_SANDBOX=require asks."""
+    isolation = result["isolation"]
+    if result["setup_error"] or isolation is None:
+        raise RunError(fail + f"the sandbox could not be set up: {result['setup_error'] or result['exit_info']}"
+                       + (f"\n{_tail(result['output'])}" if result["output"].strip() else ""))
+    if sandbox == "require" and not sandboxed(isolation):
+        raise RunError(fail + f"{SANDBOX_ENV}=require, but {isolation.get('refused', 'the sandbox was refused')}: "
+                       f"run as root or enable unprivileged user namespaces")
 
 
 def load_weights(blob: bytes, original: dict) -> dict:

@@ -143,8 +143,8 @@ def versions() -> dict:
     import joblib
     import torch
 
-    return {"harness": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "joblib": joblib.__version__}
+    return {"harness": __version__, "runner": runner.RUNNER_VERSION, "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__, "joblib": joblib.__version__}
 
 
 def _display_path(path: Path) -> str:

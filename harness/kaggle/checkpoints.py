@@ -30,12 +30,6 @@ class ZipError(ValueError):
     """The zip cannot be scored; the message says what is wrong and how to fix it."""
 
 
-def _state_size(protocol: Protocol) -> int:
-    from harness import models
-
-    return sum(v.numel() * v.element_size() for v in models.build(protocol).state_dict().values())
-
-
 def extract(zip_path: Path, protocol: Protocol, k: int, dest: Path) -> list[Path]:
     """Validate the zip (see the module docstring) and extract checkpoint i to dest/<i>.pth; the
     K paths in index order. ZipError naming the first problem."""
@@ -51,8 +45,8 @@ def extract(zip_path: Path, protocol: Protocol, k: int, dest: Path) -> list[Path
     if not zipfile.is_zipfile(zip_path):
         raise ZipError(f"{zip_path} is not a zip archive: a submission is the submission.zip of unlearned "
                        "checkpoints a competition notebook writes")
-    cap = SIZE_FACTOR * _state_size(protocol) + SIZE_SLACK
     original = models.build(protocol).state_dict()
+    cap = SIZE_FACTOR * sum(v.numel() * v.element_size() for v in original.values()) + SIZE_SLACK
     try:
         with zipfile.ZipFile(zip_path) as zf:
             if any(n.endswith("/data.pkl") for n in zf.namelist()):  # torch.save's own zip format

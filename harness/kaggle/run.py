@@ -161,11 +161,7 @@ def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: i
             raise runner.RunError(f"{name} ran past its time limit: killed after {result['wall']:.0f} s "
                                   f"({k} runs x {budget_s:.1f} s budget + {NOTEBOOK_SETUP_S:.0f} s setup); "
                                   f"{bar.seen} of {k} checkpoints were written")
-        if result["setup_error"] or isolation is None:
-            raise runner.RunError(f"{name}: the sandbox could not be set up: {result['setup_error'] or result['exit_info']}")
-        if sandbox == "require" and not runner.sandboxed(isolation):
-            raise runner.RunError(f"{name}: {runner.SANDBOX_ENV}=require, but {isolation.get('refused')}: run as root "
-                                  "or enable unprivileged user namespaces")
+        runner.check_sandbox(result, sandbox, f"{name} failed: ")
         if not status or not status.get("ok"):
             raise runner.RunError(f"{name} failed: {_failure_message(status, result['exit_info'])}")
         zip_path = kaggle / "working" / "submission.zip"
