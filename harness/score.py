@@ -23,6 +23,14 @@ ISOLATION_LAYERS = ("fresh_interpreter", "mount_namespace", "filesystem_hidden",
                     "network_namespace", "capabilities_dropped")
 
 
+def population(protocol: Protocol, k: int | None) -> int:
+    """K for a score (the profile's when not given); ValueError below 2."""
+    k = protocol.k if k is None else k
+    if k < 2:
+        raise ValueError(f"--k must be at least 2 (got {k}): the metric compares two populations of models")
+    return k
+
+
 def budget_seconds(protocol: Protocol, pool, fraction: float | None = None) -> float:
     """The wall-clock budget of one run: a fraction of one retrain measured on this machine."""
     fraction = protocol.unlearn_budget_fraction if fraction is None else fraction
@@ -33,9 +41,7 @@ def score(submission_path: str, protocol: Protocol, k: int | None = None, worker
           budget_fraction: float | None = None, progress: bool = True, record: bool = True) -> dict:
     started = time.perf_counter()
     submission = runner.Submission.load(submission_path)   # before anything is written
-    k = protocol.k if k is None else k
-    if k < 2:
-        raise ValueError(f"--k must be at least 2 (got {k}): the metric compares two populations of models")
+    k = population(protocol, k)
     if budget_fraction is not None and budget_fraction <= 0:
         raise ValueError(f"--budget-fraction must be positive (got {budget_fraction})")
     workers = workers or reference_pool.default_workers(protocol)

@@ -127,9 +127,7 @@ def score_zip(zip_path: str, protocol: Protocol, k: int | None = None, workers: 
     from harness import paths, reference_pool, runner, score
 
     started = time.perf_counter()
-    k = protocol.k if k is None else k
-    if k < 2:
-        raise ValueError(f"--k must be at least 2 (got {k}): the metric compares two populations of models")
+    k = score.population(protocol, k)
     zip_path = Path(zip_path)
     work = Path(tempfile.mkdtemp(prefix="harness-zip-"))
     try:

@@ -106,9 +106,7 @@ def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: i
     path = Path(notebook_path)
     nb = read_notebook(path)
     submission = runner.Submission(path.resolve(), paths.file_sha256(path))
-    k = protocol.k if k is None else k
-    if k < 2:
-        raise ValueError(f"--k must be at least 2 (got {k}): the metric compares two populations of models")
+    k = score.population(protocol, k)
     workers = workers or reference_pool.default_workers(protocol)
     pool = reference_pool.ensure(protocol, k, workers=workers, progress=progress)
     pool_seconds = time.perf_counter() - started
