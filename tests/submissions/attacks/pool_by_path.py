@@ -13,8 +13,11 @@ def _candidates():
     p = protocol.active()
     for cache in {str(paths.cache_dir()), os.path.join(str(paths.REPO_ROOT), "reference")}:
         yield os.path.join(str(reference_pool.pool_dir(p, __import__("pathlib").Path(cache))), "retrain", "0000.pt")
+    # The pool's folder is named for the profile and its reference hash: search for exactly that
+    # one (another profile's pool of the same architecture would load, but it is not this pool).
+    name = reference_pool.pool_dir(p, __import__("pathlib").Path("/")).name
     for base in ("/tmp", "/work", "/root", "/home", "/var/tmp"):
-        yield from _find(base, os.path.join("retrain", "0000.pt"))
+        yield from _find(base, os.path.join(name, "retrain", "0000.pt"))
 
 
 def _find(base, tail, max_depth=8):
