@@ -8,7 +8,7 @@ PROFILE ?= default
 SUBMISSION ?= submissions/finetune.py
 ARGS ?=
 
-.PHONY: install score reference check leaderboard ladder test bench clean-cache
+.PHONY: install score score-all reference check leaderboard ladder test bench clean-cache
 
 install: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 
 score: $(STAMP)
 	$(PY) -m harness score $(SUBMISSION) --profile $(PROFILE) $(ARGS)
+
+score-all: $(STAMP)
+	$(PY) -m harness score-all --profile $(PROFILE) $(ARGS)
 
 reference: $(STAMP)
 	$(PY) -m harness reference --profile $(PROFILE) $(ARGS)

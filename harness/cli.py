@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {score,reference,check,leaderboard,ladder,kaggle,score-zip}`.
+"""Command line: `python -m harness {score,score-all,reference,check,leaderboard,ladder,kaggle,score-zip}`.
 
 Every expected failure (bad path, unknown profile, failed run) ends with one line on stderr that
 names the problem and the fix, and a non-zero exit code."""
@@ -14,13 +14,12 @@ from pathlib import Path
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 LADDER = ("submissions/noop.py", "submissions/finetune.py", "submissions/retrain.py")
-ORACLE_BUDGET_FRACTION = 3.0  # the retrain oracle needs a whole retrain, far over the protocol's budget
 
 
 def _protocol(args):
     from harness import protocol
 
-    p = protocol.get(args.profile)
+    p = protocol.get(args.profile, getattr(args, "pool", "rank"))
     return p.replace(secret_seeds=True) if getattr(args, "secret_seeds", False) else p
 
 
@@ -39,6 +38,28 @@ def cmd_score(args) -> int:
 
     return _report(score.score(args.submission, _protocol(args), k=args.k, workers=args.workers,
                                budget_fraction=args.budget_fraction, progress=not args.quiet), args.json)
+
+
+def cmd_score_all(args) -> int:
+    from harness import score_all
+
+    protocol = _protocol(args)
+    results, failures = score_all.score_all(protocol, Path(args.submissions), k=args.k, workers=args.workers,
+                                            progress=not args.quiet)
+    if results:
+        r = results[0]
+        ref = r["reference"]
+        print(f"\n{len(results)} methods on profile {protocol.name}, K={r['k']}, protocol {r['protocol_version']}; "
+              f"retrained models: retain {ref['retain_acc']:.1f}%, test {ref['test_acc']:.1f}%, forget "
+              f"{ref['forget_acc']:.1f}%; null ceiling F {r['null_forget_quality']:.4f}; one retrain "
+              f"{r['seconds']['retrain_mean']:.1f} s; budget {r['budget']['seconds']:.1f} s per run\n")
+        print(score_all.ranking(results))
+    for name, why in failures.items():
+        print(f"error: {name}: {why}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} method(s) failed; fix them and run the same command again (the others are kept)",
+              file=sys.stderr)
+    return EXIT_ERROR if failures else 0
 
 
 def cmd_reference(args) -> int:
@@ -105,15 +126,18 @@ def cmd_score_zip(args) -> int:
 def cmd_leaderboard(args) -> int:
     from harness import leaderboard, paths
 
+    from harness import protocol
+
+    profile = protocol.get(args.profile, args.pool).name
     folder = paths.results_dir()
     if args.rebuild:
         n = leaderboard.rebuild(folder)
         print(f"rebuilt {folder / leaderboard.DB_NAME} from {n} result file(s)")
-    df = leaderboard.table(folder, profile=args.profile, history=args.history)
+    df = leaderboard.table(folder, profile=profile, history=args.history)
     print(leaderboard.render(df))
     if len(df):
         try:
-            png = leaderboard.plot(df, folder / f"leaderboard-{args.profile}.png")
+            png = leaderboard.plot(df, folder / f"leaderboard-{profile}.png")
             print(f"plot: {png}")
         except OSError as e:  # a read-only results folder: the table still stands
             print(f"no plot: {e.strerror or e} ({e.filename or folder})", file=sys.stderr)
@@ -122,12 +146,12 @@ def cmd_leaderboard(args) -> int:
 
 def cmd_ladder(args) -> int:
     """The sanity ladder: retrain oracle > finetune > noop on the competition score."""
-    from harness import score
+    from harness import score, score_all
 
     protocol = _protocol(args)
     rows = []
     for path in LADDER:
-        fraction = ORACLE_BUDGET_FRACTION if path.endswith("retrain.py") else None
+        fraction = score_all.budget_fraction(Path(path))
         r = score.score(path, protocol, k=args.k, workers=args.workers, budget_fraction=fraction,
                         progress=not args.quiet)
         rows.append(r)
@@ -156,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                        f"default {default_profile})")
         sp.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
         if profile:
+            sp.add_argument("--pool", choices=protocol.POOLS, default="rank",
+                            help="rank (default): the pool that ranks; dev: retrained models and unlearning seeds "
+                                 "disjoint from it, the one to tune hyperparameters on")
             sp.add_argument("--secret-seeds", action="store_true",
                             help="competition mode: retrained models' seeds come from a per-pool secret, so a "
                                  "submission cannot rebuild the pool from the public recipe (a separate pool)")
@@ -170,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(s)
     s.set_defaults(func=cmd_score)
 
+    sa = sub.add_parser("score-all", help="score every method in submissions/ (resumable) and print the ranking")
+    sa.add_argument("--submissions", default="submissions", help="folder of method files (default submissions/; "
+                                                                 "template.py is left out)")
+    sa.add_argument("--k", type=int, default=None, help="runs and retrained models (default: the profile's K)")
+    common(sa)
+    sa.set_defaults(func=cmd_score_all)
+
     r = sub.add_parser("reference", help="build (or grow) the reference pool ahead of time")
     r.add_argument("--k", type=int, default=None, help="retrained models (default: the profile's K)")
     common(r)
@@ -182,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", help="print the local leaderboard and plot it")
     lb.add_argument("--profile", default="default", help=f"protocol profile ({profiles})")
+    lb.add_argument("--pool", choices=protocol.POOLS, default="rank", help="rank (default) or dev")
     lb.add_argument("--history", action="store_true", help="every result, not only each submission's latest")
     lb.add_argument("--rebuild", action="store_true", help="rebuild the database from the result JSON files")
     lb.set_defaults(func=cmd_leaderboard)

@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = "1.2"  # 1.1: the secret_seeds knob; 1.2: the kaggle-mini profile
+PROTOCOL_VERSION = "1.3"  # 1.1: the secret_seeds knob; 1.2: the kaggle-mini profile; 1.3: dev pools
 
 
 @dataclass(frozen=True)
@@ -166,10 +166,27 @@ PROFILES = {p.name: p for p in (QUICK, DEFAULT, COMPETITION, KAGGLE_MINI)}
 ACTIVE_ENV = "HARNESS_ACTIVE_PROTOCOL"
 
 
-def get(name: str) -> Protocol:
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
-    return PROFILES[name]
+# The dev pool of a profile: the same data and original model, with retrained models and unlearning
+# seeds disjoint from the ranking pool's (the ranking pool's seeds are seed0 .. seed0 + K - 1 with
+# K <= 512). Tuning on it and ranking on the profile itself is Kaggle's public/private split.
+POOLS = ("rank", "dev")
+DEV_SUFFIX = "-dev"
+DEV_SEED_OFFSET = 100_000
+
+
+def dev(p: Protocol) -> Protocol:
+    return p.replace(name=p.name + DEV_SUFFIX, retrain_seed0=p.retrain_seed0 + DEV_SEED_OFFSET,
+                     unlearn_seed0=p.unlearn_seed0 + DEV_SEED_OFFSET)
+
+
+def get(name: str, pool: str = "rank") -> Protocol:
+    """A profile by name; `pool="dev"` (or the name "<profile>-dev") gives its dev pool."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}: choose one of {', '.join(POOLS)}")
+    base = name.removesuffix(DEV_SUFFIX)
+    if base not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)} (or add --pool dev)")
+    return dev(PROFILES[base]) if pool == "dev" or name != base else PROFILES[base]
 
 
 def from_dict(d: dict) -> Protocol:

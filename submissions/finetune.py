@@ -1,6 +1,17 @@
 """The competition starting kit's baseline: one epoch of SGD on the retain set only
 (lr 1e-3, momentum 0.9, weight decay 5e-4, cosine schedule over the epoch count). Forgetting
-comes only from catastrophic interference with what the retain set teaches."""
+comes only from catastrophic interference with what the retain set teaches.
+
+Source: NeurIPS 2023 Machine Unlearning competition, starting kit notebook (`unlearning()` of the
+"Unlearning Starting Kit"), kept exactly as published so that it is the reference every method in
+this folder is compared with.
+
+Hyperparameters (published values, not scaled: this file is the yardstick, so it stays the
+starting kit's code on every profile): EPOCHS = 1 pass over the retain loader; SGD lr 1e-3,
+momentum 0.9, weight decay 5e-4; CosineAnnealingLR with T_max = EPOCHS, stepped once per epoch
+(so the single epoch runs at lr 1e-3 throughout).
+
+Tuned: nothing (published values)."""
 import torch
 from torch import nn, optim
 

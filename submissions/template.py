@@ -28,7 +28,10 @@ of the reference models), and `harness.training` its training loop.
 
 Time budget: each run must finish within the profile's fraction of one retrain from scratch
 (20%, as the competition's 8 hours for 512 runs), measured on the scoring machine and printed
-by `harness score`. The clock is the harness's own, not your process's: it starts just before your
+by `harness score`. In training terms that is `p.unlearn_budget_fraction * p.epochs` retain-set
+epochs of the reference recipe (competition 0.2 x 30 = 6; default 2.4). The methods in this folder
+scale every epoch count published for the competition as `epochs * p.epochs / 30`, and express
+learning rates relative to the recipe's `p.lr` (3e-3 on unit pixels, 1e-4 on raw 0..255 pixels). The clock is the harness's own, not your process's: it starts just before your
 file is imported and stops when the run ends. A run that goes past the budget plus a few seconds
 of setup is killed and the whole score fails.
 
@@ -42,6 +45,13 @@ process (sys.exit, os._exit), running past the budget, using more than the profi
 limit. Printing is fine (captured and truncated); processes you start are killed when the run
 ends. Only the weights of `net` are scored, in a fresh model: hooks, a replaced forward() or
 anything else that is not a weight does not travel.
+
+Docstring: say where the method comes from, its idea, every hyperparameter (value, published
+value, how it is scaled) and, on a line starting "Tuned:", what was tuned on what.
+
+Tune on the dev pool, rank on the ranking pool: `harness score path.py --pool dev` scores against
+retrained models and unlearning seeds disjoint from the ones that rank (Kaggle's public and private
+leaderboards); choosing hyperparameters on the ranking pool's score is tuning on the test set.
 
 Check a submission with `make check SUBMISSION=path.py`, score it with `make score SUBMISSION=path.py`.
 """

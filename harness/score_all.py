@@ -1,0 +1,95 @@
+"""`harness score-all`: score every method in `submissions/` on one profile and pool, and rank them.
+
+Resumable twice over: finished runs are reused by the runner, and a method whose result for the
+same file (sha256), protocol, pool, K, budget and runner already sits in the results folder is not
+scored again. A method that fails is reported and skipped; the others still get scored."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness import paths, runner, score
+from harness.protocol import PROTOCOL_VERSION, Protocol
+
+TEMPLATE = "template.py"
+# The retrain oracle needs a whole retrain, far over the protocol's budget; it is the only file
+# scored with a budget of its own, and the table says so.
+ORACLE = "retrain.py"
+ORACLE_BUDGET_FRACTION = 3.0
+
+
+def methods(folder: Path) -> list[Path]:
+    """Every method file in the folder, by name; the template is the contract, not a method."""
+    found = sorted(p for p in Path(folder).glob("*.py") if p.name != TEMPLATE and not p.name.startswith("_"))
+    if not found:
+        raise FileNotFoundError(f"no method files (*.py) in {folder}: point --submissions at a folder of methods")
+    return found
+
+
+def budget_fraction(path: Path) -> float | None:
+    return ORACLE_BUDGET_FRACTION if path.name == ORACLE else None
+
+
+def stored(protocol: Protocol, path: Path, k: int, fraction: float | None, results: Path | None = None) -> dict | None:
+    """The latest stored result of this very file on this protocol, pool, K and budget, or None."""
+    sha = runner.Submission.load(path).sha256
+    best = None
+    for f in sorted(Path(results or paths.results_dir()).glob("*.json")):
+        try:
+            r = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue   # a stray or damaged file is the leaderboard's business, not a reason to stop
+        if not isinstance(r, dict) or r.get("source", "runner") != "runner":
+            continue
+        budget = r.get("budget") or {}
+        same = (r.get("submission_sha256") == sha and r.get("profile") == protocol.name and r.get("k") == k
+                and r.get("protocol") == protocol.to_dict() and r.get("protocol_version") == PROTOCOL_VERSION
+                and (r.get("versions") or {}).get("runner") == runner.RUNNER_VERSION
+                and budget.get("protocol_budget") == (fraction is None)
+                and (fraction is None or budget.get("fraction") == fraction))
+        if same and (best is None or r["created"] > best["created"]):
+            best = r
+    return best
+
+
+def score_all(protocol: Protocol, folder: Path, k: int | None = None, workers: int | None = None,
+              progress: bool = True, log=print) -> tuple[list[dict], dict[str, str]]:
+    """Score (or reuse) every method; returns (results, failures by file name)."""
+    from harness.runner import RunError, SubmissionError
+
+    k = score.population(protocol, k)
+    results, failures = [], {}
+    files = methods(folder)
+    for n, path in enumerate(files, 1):
+        fraction = budget_fraction(path)
+        try:
+            r = stored(protocol, path, k, fraction)
+            if r is not None:
+                log(f"[{n}/{len(files)}] {path.name}: stored result {r['id']} (score {r['score']:.4f})")
+            else:
+                log(f"[{n}/{len(files)}] {path.name}: scoring")
+                r = score.score(str(path), protocol, k=k, workers=workers, budget_fraction=fraction, progress=progress)
+                log(f"[{n}/{len(files)}] {path.name}: score {r['score']:.4f}")
+            results.append(r)
+        except (RunError, SubmissionError, ValueError) as e:
+            failures[path.name] = str(e).splitlines()[0]
+            log(f"[{n}/{len(files)}] {path.name}: FAILED: {failures[path.name]}")
+    return results, failures
+
+
+def ranking(results: list[dict]) -> str:
+    """The ranking as a Markdown table, best score first."""
+    head = ("| rank | method | score | 95% interval | F / null ceiling | retain acc | test acc | forget acc "
+            "| s per run | × one retrain | slowest run / budget |")
+    lines = [head, "|" + "---|" * 11]
+    for rank, r in enumerate(sorted(results, key=lambda r: -r["score"]), 1):
+        lo, hi = r["score_ci95"]
+        s, b = r["seconds"], r["budget"]
+        within = "within" if b["over_budget_runs"] == 0 else f"{b['over_budget_runs']} run(s) OVER"
+        own = "" if b["protocol_budget"] else f", own budget ×{b['fraction']:g} retrain"
+        lines.append(
+            f"| {rank} | {r['submission_name']} | {r['score']:.4f} | [{lo:.4f}, {hi:.4f}] "
+            f"| {100 * r['relative_forget_quality']:.0f}% | {r['retain_acc']:.1f}% | {r['test_acc']:.1f}% "
+            f"| {r['forget_acc']:.1f}% | {s['unlearning_mean']:.2f} | {s['unlearning_mean'] / s['retrain_mean']:.2f} "
+            f"| {s['unlearning_max']:.1f} / {b['seconds']:.1f} s ({within}{own}) |")
+    return "\n".join(lines)
