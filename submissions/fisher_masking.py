@@ -1,0 +1,85 @@
+"""Fisher masking: zero the parameters that matter more to the forget set than to the retain set.
+
+SOURCE: "Machine Unlearning" report (Sapienza), section 5 "Fisher Masking"
+(/work/shared/papers/sapienza-machine-unlearning-report.txt), after Liu et al. 2023, "Unlearning with
+Fisher masking"; the recovery finetune is the report's section 2.1.
+
+IDEA: estimate the diagonal of the empirical Fisher information (mean squared gradient of the
+log-likelihood of the true label) once on the forget set, F_f, and once on the retain set, F_r.
+Parameters with the largest F_f - F_r carry information about the forget set that the retain set
+does not need: zero the top R% of all parameters ranked by that difference (5.1.1), then finetune
+briefly on the retain set to repair the collateral damage.
+
+HYPERPARAMETERS
+- R (share of all parameters zeroed, one global ranking over every parameter tensor): 0.4% here;
+  the report picks "R = 0.4" for random-sample unlearning and 0.01 for class unlearning (5.2) under a
+  "top R %" heading, so 0.4 is read as a percentage (1% was also tried).
+- Fisher estimate: squared gradient of the mean loss of each loader batch (64 images), averaged over
+  batches, one pass over each set, in eval mode so BatchNorm running stats do not move; the report's
+  per-example form (5.1) costs 64x more backward passes. Only the ranking of F_f - F_r is used.
+  Known weakness, left as tuned: the forget loader's last batch is small (3 images on default) and
+  its noisy squared gradient weighs as much as a full batch's in F_f (ssd.py, where it broke the
+  method, switched to per-example gradients).
+- finetuning epochs: 3 * p.epochs / 30 retain epochs (1.2 on default, 3 on competition); published 5
+  (Fig. 10), cut to 3 so that the retain-set Fisher pass (~1 epoch) plus the finetune stay inside the
+  budget rule's 6 competition epochs (published epochs * p.epochs / 30).
+- finetune optimiser: Adam at 0.6 * p.lr, cosine decay to 0, weight decay p.weight_decay; published
+  lr 1e-5 with L2 0.01 (optimiser not named), made relative to the profile's training lr because a
+  1e-5 step cannot repair zeroed weights in about one epoch.
+Tuned: R (1%, 0.4%) and the lr factor (0.3, 0.6) on `--pool dev` of `default`, K=8 (3 scores:
+R 1% lr 0.3 0.103, R 1% lr 0.6 0.105, R 0.4% lr 0.6 0.117).
+Ranked once on `default`'s ranking pool, K=32 (2026-11-28): 0.0367 against finetune's 0.0393, below it within
+the intervals. Tried: the masked share R (1%, 0.4%) and the finetune lr (0.3, 0.6 x p.lr), above;
+it was level with finetune on the dev pool (0.117 vs 0.115), so the gap is the pools' noise.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from harness import protocol
+
+R = 0.004
+FINETUNE_EPOCHS = 3  # at 30 training epochs, scaled to p.epochs below
+LR_FACTOR = 0.6
+
+
+def _fisher(net, loader, device):
+    """Mean over batches of the squared gradient of the batch loss, one tensor per parameter."""
+    fisher = [torch.zeros_like(p) for p in net.parameters()]
+    net.eval()
+    for batch in loader:
+        net.zero_grad()
+        F.cross_entropy(net(batch["image"].to(device)), batch["age_group"].to(device)).backward()
+        for f, p in zip(fisher, net.parameters()):
+            f.add_(p.grad.detach() ** 2)
+    return [f / len(loader) for f in fisher]
+
+
+def unlearning(net, retain_loader, forget_loader, val_loader):
+    p = protocol.active()
+    device = next(net.parameters()).device
+
+    diff = [f - r for f, r in zip(_fisher(net, forget_loader, device), _fisher(net, retain_loader, device))]
+    flat = torch.cat([d.flatten() for d in diff])
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[flat.topk(max(1, round(R * flat.numel()))).indices] = True  # exactly R, whatever the ties
+    with torch.no_grad():
+        for param, m in zip(net.parameters(), mask.split([d.numel() for d in diff])):
+            param[m.view_as(param)] = 0.0
+
+    steps = max(1, round(FINETUNE_EPOCHS * p.epochs / 30 * len(retain_loader)))
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR_FACTOR * p.lr, weight_decay=p.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    net.train()
+    step = 0
+    while step < steps:  # cycle the loader: the step count need not be a whole number of epochs
+        for batch in retain_loader:
+            if step == steps:
+                break
+            optimizer.zero_grad()
+            F.cross_entropy(net(batch["image"].to(device)), batch["age_group"].to(device)).backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+    net.eval()

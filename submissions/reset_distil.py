@@ -1,0 +1,99 @@
+"""Reset and distil: a top solution of the NeurIPS 2023 Machine Unlearning competition (Kaggle
+notebook "unlearning by resetting layers", 7th on the private leaderboard, as cited by its
+re-implementation KGLTop6 in xcadet/deepunlearn, munl/unlearning/kgltop6.py, where every
+published value below is read from; top solutions summarised in Triantafillou et al. 2024,
+"Are we making progress in unlearning?", arXiv 2406.09073).
+
+IDEA: re-initialise the first conv layer and the classifier, the two ends through which every
+memorised identity passes, and keep a frozen copy of the original as teacher. A warm-up distils
+the teacher's temperature-softened outputs back into the student; then the student trains on the
+retain set with cross-entropy plus soft cross-entropy and KL to the teacher. The teacher only ever
+speaks on retain images, so what it knew only about the forget set is not handed back.
+
+Hyperparameters (published -> here):
+- reset: the stem conv and the classifier, with the layers' own reset_parameters() (published:
+  `conv1` and `fc`); here the first nn.Conv2d and the last nn.Linear.
+- temperature: 5 (published 5) in every soft term; KL and soft CE are not multiplied by T^2, as
+  published.
+- warm-up: 3 published epochs of pure KL -> 3 * p.epochs / 30 epochs (1.2 on default, 3 on
+  competition) on the retain set. The published re-implementation warms up on the validation
+  loader instead (3 epochs of it are ~0.4 retain epochs); the retain set is used here, as asked
+  in this project's brief, so the validation set stays out of training.
+- retain phase: 3 published epochs -> 3 * p.epochs / 30 (1.2 on default), loss = CE + soft CE +
+  KL, unweighted as published; the loaders' batch size (64, published 64).
+- lr: published SGD, momentum 0.9, weight decay 5e-4; warm-up 9e-4 constant, retain phase 1e-3
+  cosine to 0. Here Adam at 0.9 * LR * p.lr (warm-up, constant) and LR * p.lr (retain, per-step
+  cosine to 0), with the profile's weight decay p.weight_decay (its Adam L2 coefficient; an SGD
+  decay does not carry over to Adam). LR = 1.0 stands in for SGD 1e-3.
+Cost: 2.4 retain epochs plus the teacher's forward passes, about 4.3 s per run on default.
+Tuned: LR on single-run probes of `default` (LR 0.3, 1, 2, 4: retain acc 39-46%, best at 1), then
+one `--pool dev` score of `default`, K=8: 0.067 (retain acc 45% vs 59% retrained). Re-learning a
+fresh stem in the 3-conv CNN within 2.4 epochs is what costs the utility; no lr fixes it.
+The rest published, scaled.
+Ranked once on `default`'s ranking pool, K=32 (2026-11-28): 0.0212 against finetune's 0.0393, below it. Tried: LR
+0.3-4, above; re-learning a reset stem and classifier within 2.4 epochs is what costs it (retain
+46% vs 59%).
+"""
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness import protocol
+
+PUBLISHED_WARMUP_EPOCHS = 3
+PUBLISHED_RETAIN_EPOCHS = 3
+TEMPERATURE = 5.0
+LR = 1.0  # x p.lr, Adam; stands in for the published SGD lr 1e-3 (warm-up 0.9 of it); tuned
+
+
+def _cycle(loader):
+    while True:
+        yield from loader
+
+
+def _kl(student_logits, teacher_logits):
+    return F.kl_div(F.log_softmax(student_logits / TEMPERATURE, dim=1),
+                    F.softmax(teacher_logits / TEMPERATURE, dim=1), reduction="batchmean")
+
+
+def unlearning(net, retain_loader, forget_loader, val_loader):
+    p = protocol.active()
+    device = next(net.parameters()).device
+    teacher = copy.deepcopy(net).eval()
+    next(m for m in net.modules() if isinstance(m, nn.Conv2d)).reset_parameters()
+    [m for m in net.modules() if isinstance(m, nn.Linear)][-1].reset_parameters()
+    batches = _cycle(retain_loader)
+    net.train()
+
+    # Warm-up: pull the student back to the teacher's softened outputs on retain images.
+    steps = max(1, round(PUBLISHED_WARMUP_EPOCHS * p.epochs / 30 * len(retain_loader)))
+    opt = torch.optim.Adam(net.parameters(), lr=0.9 * LR * p.lr, weight_decay=p.weight_decay)
+    for _ in range(steps):
+        x = next(batches)["image"].to(device)
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        loss = _kl(net(x), teacher_logits)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    # Retain phase: labels plus the teacher's soft targets.
+    steps = max(1, round(PUBLISHED_RETAIN_EPOCHS * p.epochs / 30 * len(retain_loader)))
+    opt = torch.optim.Adam(net.parameters(), lr=LR * p.lr, weight_decay=p.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    for _ in range(steps):
+        batch = next(batches)
+        x, y = batch["image"].to(device), batch["age_group"].to(device)
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        out = net(x)
+        soft_targets = F.softmax(teacher_logits / TEMPERATURE, dim=1)
+        soft_ce = -(soft_targets * F.log_softmax(out / TEMPERATURE, dim=1)).sum(dim=1).mean()
+        loss = F.cross_entropy(out, y) + soft_ce + _kl(out, teacher_logits)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval()

@@ -1,0 +1,108 @@
+"""SCRUB: teacher-student unlearning with alternating max- and min-steps.
+
+SOURCE: Kurmanji, Triantafillou, Hayes, Triantafillou, "Towards Unbounded Machine Unlearning"
+(NeurIPS 2023), the SCRUB method section (its objective and the max/min alternation); defaults
+of the official code as re-implemented in xcadet/deepunlearn (munl/unlearning/scrub.py).
+
+IDEA: the student (`net`) starts as the original model and a frozen copy of it is the teacher.
+Max-steps push the student's predictions away from the teacher's on the forget set (maximise
+KL(teacher || student)); min-steps keep it close to the teacher on the retain set (minimise
+alpha * KL + gamma * cross-entropy). Max-steps run only in the first rounds, so the later min-steps
+can repair retain performance while the forget set stays disturbed.
+
+HYPERPARAMETERS
+- rounds: 10 (published: 10 epochs, each a forget pass of max-steps, while on, then a retain pass
+  of min-steps). A round here is one forget pass plus 1/10 of the min-step budget, so the
+  published structure (max-steps, lr decays) keeps its place inside the budget.
+- max-step rounds: the first 3 (published msteps = 3).
+- min-step budget: 2.5 * p.epochs / 30 retain epochs in total (published: 10 retain epochs,
+  above the competition's 6-epoch budget). Cut to 2.5 competition epochs because every min-step
+  also pays a teacher forward pass and the max-steps' forget passes weigh most on kaggle-mini,
+  whose forget set is 7% of the training set: in forward-backward units this costs 56% of the
+  budget on competition and 69% on kaggle-mini (process-CPU-time check on a kaggle-mini-sized
+  ResNet-18; 3 epochs measured 80% there). 2.5 on competition, 1.0 on quick/default, 0.67 on
+  kaggle-mini; expressed as steps.
+- gamma (cross-entropy weight) 1, alpha (KL weight) 0.5, KL temperature 2 (the official code's
+  defaults as deepunlearn records them).
+- optimiser: Adam, lr 0.7 * p.lr (published Adam 5e-4, for the paper's own models and input
+  normalisation, which share no scale with these; so relative to the profile's Adam lr, the
+  training's peak lr: 7e-5 on competition, 2.1e-3 on quick/default), weight decay p.weight_decay
+  (published 0.1 with SCRUB's own models; the training recipe's value here, so the regulariser
+  matches the one the original was trained with).
+- lr decay: x0.1 at rounds 5, 8, 9 (published: at 50%, 80%, 90% of the epochs).
+- left out: the official code's proximal "smoothing" term and SWA average (not part of the
+  paper's objective; with sstart = 10 of 10 epochs the average never reaches the returned model).
+Tuned: the lr factor on `--pool dev` of `default`, K=8. With 5 competition epochs of min-steps
+  (2 on default; later cut for the budget): lr 0.5 x p.lr score 0.096 (forget acc 68%), 1.0
+  0.111 (forget 58%); 2.0 collapsed retain accuracy to 49% (3-seed probe). With 3 (1.2 on
+  default): 3-seed probes at 0.5 / 1.0 / 2.0 gave retain 60 / 55 / 41%, forget 72 / 60 / 26%;
+  0.7 scored 0.100. Final, 2.5 epochs at 0.7: score 0.106 (F 0.117, retain 56%, forget 64%),
+  level with finetune on dev (0.115) within the CI, slightly below it.
+Ranked once on `default`'s ranking pool, K=32 (2026-11-28): 0.0297 against finetune's 0.0393, below it. Tried: the lr
+factor and the number of min-step epochs, above; the max-steps on the forget set cost retain
+accuracy (56% vs 59%) faster than they bring the forget set to a retrained model's (65% vs 44%).
+"""
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from harness import protocol
+
+ROUNDS, MAX_ROUNDS, PUBLISHED_EPOCHS = 10, 3, 2.5
+GAMMA, ALPHA, T = 1.0, 0.5, 2.0
+DECAY_AT = (5, 8, 9)
+
+
+def _batches(loader, steps):
+    """`steps` batches, cycling the loader; a batch of one would break BatchNorm in train mode."""
+    done = 0
+    while True:
+        for batch in loader:
+            if len(batch["age_group"]) < 2:
+                continue
+            yield batch
+            done += 1
+            if done == steps:
+                return
+
+
+def _kl(student_logits, teacher_logits):
+    """KL(teacher || student) at temperature T, scaled by T^2 as in distillation."""
+    return F.kl_div(F.log_softmax(student_logits / T, 1), F.log_softmax(teacher_logits / T, 1),
+                    reduction="batchmean", log_target=True) * T * T
+
+
+def unlearning(net, retain_loader, forget_loader, val_loader):
+    p = protocol.active()
+    device = next(net.parameters()).device
+    teacher = copy.deepcopy(net).eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.7 * p.lr, weight_decay=p.weight_decay)
+    min_steps = max(ROUNDS, round(PUBLISHED_EPOCHS * p.epochs / 30 * len(retain_loader)))
+    retain_batches = _batches(retain_loader, min_steps)
+    net.train()
+    for r in range(ROUNDS):
+        if r in DECAY_AT:
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.1
+        if r < MAX_ROUNDS:
+            for batch in _batches(forget_loader, len(forget_loader)):
+                x = batch["image"].to(device)
+                with torch.no_grad():
+                    t = teacher(x)
+                optimizer.zero_grad(set_to_none=True)
+                (-_kl(net(x), t)).backward()
+                optimizer.step()
+        # This round's even share of the min-steps.
+        for _ in range(min_steps * (r + 1) // ROUNDS - min_steps * r // ROUNDS):
+            batch = next(retain_batches)
+            x, y = batch["image"].to(device), batch["age_group"].to(device)
+            with torch.no_grad():
+                t = teacher(x)
+            out = net(x)
+            optimizer.zero_grad(set_to_none=True)
+            (GAMMA * F.cross_entropy(out, y) + ALPHA * _kl(out, t)).backward()
+            optimizer.step()
+    net.eval()

@@ -1,0 +1,97 @@
+"""The method library (`submissions/`), the dev pool and `harness score-all`, through the CLI."""
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+
+import pytest
+
+from conftest import BAD, SUBMISSIONS
+from harness import cli, protocol, reference_pool, score_all
+from test_score import harness, last_json
+
+METHODS = score_all.methods(SUBMISSIONS)
+
+
+def test_the_library_holds_at_least_twenty_methods_besides_the_template():
+    names = {p.name for p in METHODS}
+    assert "template.py" not in names
+    assert len(names) >= 20, sorted(names)
+    assert {"noop.py", "finetune.py", "retrain.py"} <= names
+
+
+@pytest.mark.parametrize("path", METHODS, ids=lambda p: p.stem)
+def test_every_method_documents_its_source_and_what_was_tuned(path):
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    assert len(doc) > 200, f"{path.name}: the docstring must give the source, the idea and every hyperparameter"
+    assert "Tuned:" in doc, f"{path.name}: the docstring must say what was tuned on what ('Tuned: ...')"
+
+
+@pytest.mark.parametrize("path", METHODS, ids=lambda p: p.stem)
+def test_every_method_passes_check(path, quick_pool, capsys):
+    # In this process (the CLI's own entry point): the run itself is a sandboxed child either way.
+    code = cli.main(["check", str(path), "--quiet"])
+    out = capsys.readouterr()
+    assert code == 0 and out.out.startswith("ok: "), out.err[-2000:]
+
+
+def test_score_all_scores_every_method_on_quick_then_resumes_without_rescoring(quick_pool, results):
+    out = harness("score-all", "--profile", "quick", "--k", "2", "--quiet", timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = [line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("| rank")]
+    assert len(table) == len(METHODS)
+    assert {line.split(" | ")[1] for line in table} == {p.stem for p in METHODS}
+    oracle = next(line for line in table if " retrain " in line)
+    assert "own budget ×3 retrain" in oracle
+    assert all("within" in line for line in table), out.stdout   # every run inside its budget
+    written = sorted(results.glob("*.json"))
+    assert len(written) == len(METHODS)
+    for f in written:
+        r = json.loads(f.read_text())
+        assert r["profile"] == "quick" and r["k"] == 2 and r["budget"]["over_budget_runs"] == 0
+        assert r["budget"]["protocol_budget"] == (r["submission_name"] != "retrain")
+
+    again = harness("score-all", "--profile", "quick", "--k", "2", "--quiet")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("stored result") == len(METHODS)
+    assert sorted(results.glob("*.json")) == written                # nothing scored twice
+
+
+def test_score_all_reports_a_failing_method_and_keeps_the_others(quick_pool, results, tmp_path):
+    folder = tmp_path / "methods"
+    folder.mkdir()
+    shutil.copy(SUBMISSIONS / "noop.py", folder / "noop.py")
+    shutil.copy(SUBMISSIONS / "template.py", folder / "template.py")   # the contract, never scored
+    shutil.copy(BAD / "raises.py", folder / "raises.py")
+    out = harness("score-all", "--submissions", str(folder), "--profile", "quick", "--k", "2", "--quiet")
+    assert out.returncode == 2
+    assert "error: raises.py: run " in out.stderr and "ZeroDivisionError" in out.stderr, out.stderr
+    assert "| 1 | noop |" in out.stdout and "template" not in out.stdout
+    assert [json.loads(f.read_text())["submission_name"] for f in results.glob("*.json")] == ["noop"]
+
+    empty = harness("score-all", "--submissions", str(tmp_path), "--profile", "quick", "--k", "2")
+    assert empty.returncode == 2 and "no method files" in empty.stderr.strip().splitlines()[-1]
+
+
+def test_dev_pool_has_the_same_original_and_disjoint_seeds(quick_pool, results):
+    dev = protocol.get("quick", "dev")
+    assert protocol.get("quick-dev") == dev and dev.name == "quick-dev"
+    out = harness("score", str(SUBMISSIONS / "finetune.py"), "--profile", "quick", "--pool", "dev", "--k", "2",
+                  "--quiet", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = last_json(out.stdout)
+    assert r["profile"] == "quick-dev"
+    rank_retrain = {protocol.QUICK.retrain_seed0 + j for j in range(512)}
+    rank_unlearn = {protocol.QUICK.unlearn_seed0 + i for i in range(512)}
+    assert r["seeds"]["retrain"] and not set(r["seeds"]["retrain"]) & (rank_retrain | rank_unlearn)
+    assert r["seeds"]["unlearn"] and not set(r["seeds"]["unlearn"]) & (rank_retrain | rank_unlearn)
+    # The same original model: the dev pool unlearns exactly what the ranking pool does.
+    dev_pool = reference_pool.load(dev, 2)
+    assert dev_pool.dir != quick_pool.dir
+    assert dev_pool.original["weights_sha256"] == quick_pool.original["weights_sha256"]
+
+    board = harness("leaderboard", "--profile", "quick", "--pool", "dev")
+    assert board.returncode == 0 and "finetune" in board.stdout, board.stderr
+    ranking = harness("leaderboard", "--profile", "quick")
+    assert ranking.stdout.startswith("No results for profile 'quick'")  # dev results never rank
