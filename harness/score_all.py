@@ -33,6 +33,7 @@ def budget_fraction(path: Path) -> float | None:
 def stored(protocol: Protocol, path: Path, k: int, fraction: float | None, results: Path | None = None) -> dict | None:
     """The latest stored result of this very file on this protocol, pool, K and budget, or None."""
     sha = runner.Submission.load(path).sha256
+    wanted = json.loads(json.dumps(protocol.to_dict()))   # as stored: tuples become lists
     best = None
     for f in sorted(Path(results or paths.results_dir()).glob("*.json")):
         try:
@@ -43,7 +44,7 @@ def stored(protocol: Protocol, path: Path, k: int, fraction: float | None, resul
             continue
         budget = r.get("budget") or {}
         same = (r.get("submission_sha256") == sha and r.get("profile") == protocol.name and r.get("k") == k
-                and r.get("protocol") == protocol.to_dict() and r.get("protocol_version") == PROTOCOL_VERSION
+                and r.get("protocol") == wanted and r.get("protocol_version") == PROTOCOL_VERSION
                 and (r.get("versions") or {}).get("runner") == runner.RUNNER_VERSION
                 and budget.get("protocol_budget") == (fraction is None)
                 and (fraction is None or budget.get("fraction") == fraction))
