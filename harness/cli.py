@@ -124,9 +124,7 @@ def cmd_score_zip(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from harness import leaderboard, paths
-
-    from harness import protocol
+    from harness import leaderboard, paths, protocol
 
     profile = protocol.get(args.profile, args.pool).name
     folder = paths.results_dir()

@@ -30,18 +30,25 @@ def budget_fraction(path: Path) -> float | None:
     return ORACLE_BUDGET_FRACTION if path.name == ORACLE else None
 
 
-def stored(protocol: Protocol, path: Path, k: int, fraction: float | None, results: Path | None = None) -> dict | None:
-    """The latest stored result of this very file on this protocol, pool, K and budget, or None."""
-    sha = runner.Submission.load(path).sha256
-    wanted = json.loads(json.dumps(protocol.to_dict()))   # as stored: tuples become lists
-    best = None
+def stored_results(results: Path | None = None) -> list[dict]:
+    """Every runner result in the results folder, read once per score-all."""
+    found = []
     for f in sorted(Path(results or paths.results_dir()).glob("*.json")):
         try:
             r = json.loads(f.read_text())
         except (OSError, ValueError):
             continue   # a stray or damaged file is the leaderboard's business, not a reason to stop
-        if not isinstance(r, dict) or r.get("source", "runner") != "runner":
-            continue
+        if isinstance(r, dict) and r.get("source", "runner") == "runner":
+            found.append(r)
+    return found
+
+
+def stored(protocol: Protocol, path: Path, k: int, fraction: float | None, found: list[dict]) -> dict | None:
+    """The latest of `found` made by this very file on this protocol, pool, K and budget, or None."""
+    sha = runner.Submission.load(path).sha256
+    wanted = json.loads(json.dumps(protocol.to_dict()))   # as stored: tuples become lists
+    best = None
+    for r in found:
         budget = r.get("budget") or {}
         same = (r.get("submission_sha256") == sha and r.get("profile") == protocol.name and r.get("k") == k
                 and r.get("protocol") == wanted and r.get("protocol_version") == PROTOCOL_VERSION
@@ -61,10 +68,11 @@ def score_all(protocol: Protocol, folder: Path, k: int | None = None, workers: i
     k = score.population(protocol, k)
     results, failures = [], {}
     files = methods(folder)
+    found = stored_results()
     for n, path in enumerate(files, 1):
         fraction = budget_fraction(path)
         try:
-            r = stored(protocol, path, k, fraction)
+            r = stored(protocol, path, k, fraction, found)
             if r is not None:
                 log(f"[{n}/{len(files)}] {path.name}: stored result {r['id']} (score {r['score']:.4f})")
             else:
