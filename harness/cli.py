@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {score,score-all,reference,check,leaderboard,ladder,kaggle,score-zip}`.
+"""Command line: `python -m harness {score,score-all,reference,check,leaderboard,ladder,kaggle,score-zip,data}`.
 
 Every expected failure (bad path, unknown profile, failed run) ends with one line on stderr that
 names the problem and the fix, and a non-zero exit code."""
@@ -19,8 +19,11 @@ LADDER = ("submissions/noop.py", "submissions/finetune.py", "submissions/retrain
 def _protocol(args):
     from harness import protocol
 
+    from harness import data
+
     p = protocol.get(args.profile, getattr(args, "pool", "rank"))
-    return p.replace(secret_seeds=True) if getattr(args, "secret_seeds", False) else p
+    p = p.replace(secret_seeds=True) if getattr(args, "secret_seeds", False) else p
+    return data.resolve(p, getattr(args, "data", None), getattr(args, "scenario", None), getattr(args, "label", None))
 
 
 def _report(result: dict, as_json: bool) -> int:
@@ -70,8 +73,8 @@ def cmd_reference(args) -> int:
     o = pool.original
     mean = {key: pool.accuracies(key).mean() for key in ("retain_acc", "test_acc", "forget_acc")}
     print(f"reference pool {pool.dir}  (K={pool.k})")
-    print(f"  original   retain {o['retain_acc']:.1f}%  test {o['test_acc']:.1f}%  forget {o['forget_acc']:.1f}%  "
-          f"({o['seconds']:.1f} s, {o['images_per_second']:.0f} img/s)")
+    made = (f"given: {o['given']}" if o.get("given") else f"{o['seconds']:.1f} s, {o['images_per_second']:.0f} img/s")
+    print(f"  original   retain {o['retain_acc']:.1f}%  test {o['test_acc']:.1f}%  forget {o['forget_acc']:.1f}%  ({made})")
     print(f"  retrained  retain {mean['retain_acc']:.1f}%  test {mean['test_acc']:.1f}%  forget {mean['forget_acc']:.1f}%  "
           f"(mean {pool.retrain_seconds():.1f} s per model)")
     return 0
@@ -124,9 +127,9 @@ def cmd_score_zip(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from harness import leaderboard, paths, protocol
+    from harness import leaderboard, paths
 
-    profile = protocol.get(args.profile, args.pool).name
+    profile = _protocol(args).name
     folder = paths.results_dir()
     if args.rebuild:
         n = leaderboard.rebuild(folder)
@@ -165,6 +168,32 @@ def cmd_ladder(args) -> int:
     return 0 if holds else 1
 
 
+def cmd_data(args) -> int:
+    from harness import data, paths
+    from harness.data import fetch, manifest
+
+    if args.data_command == "fetch":
+        out = fetch.kaggle(Path(args.out))
+        print(f"wrote the competition's files to {out}; score on them with --data {out}")
+        return 0
+    if args.data_command == "manifest":
+        written, skipped = manifest.convert(args.layout, Path(args.folder), Path(args.out))
+        print(f"wrote {args.out}: {written} images" + (f"; skipped {len(skipped)} file(s) whose names do not fit, "
+                                                       f"e.g. {skipped[0]}" if skipped else ""))
+        print(f"score on it with --data {args.out}" + ("" if manifest.identities(Path(args.out)) else
+                                                        " --scenario random (it has no identities)"))
+        return 0
+    protocol = _protocol(args)
+    root = data.ensure_data(protocol, paths.cache_dir())
+    meta = json.loads((root / "meta.json").read_text())
+    print(f"data set {root}")
+    print(f"  profile {protocol.name}: source {meta['source']['kind'] if 'source' in meta else 'synthetic'}, "
+          f"scenario {protocol.scenario}, {meta['n_images']} images of {protocol.image_size}x{protocol.image_size}, "
+          f"{meta['n_identities'] if meta['n_identities'] is not None else 'no'} identities, {protocol.n_classes} classes")
+    print("  " + ", ".join(f"{name} {n}" for name, n in meta["counts"].items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness import protocol
 
@@ -184,7 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--secret-seeds", action="store_true",
                             help="competition mode: retrained models' seeds come from a per-pool secret, so a "
                                  "submission cannot rebuild the pool from the public recipe (a separate pool)")
+        if profile:
+            data_options(sp)
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def data_options(sp):
+        sp.add_argument("--data", default=None, metavar="SOURCE",
+                        help="the images: a Kaggle-layout folder, a CSV manifest, a CelebA or CIFAR-10 folder, "
+                             "'digits' or 'synthetic' (default: the profile's)")
+        sp.add_argument("--scenario", default=None, metavar="S",
+                        help="what is forgotten: identity[:PEOPLE], random[:FRACTION] or class[:INDEX] (default: the profile's)")
+        sp.add_argument("--label", default=None, metavar="ATTRS",
+                        help="CelebA only: the attribute(s) that make the label (default Young; e.g. Male,Young)")
 
     s = sub.add_parser("score", help="score a submission: K unlearning runs, then the competition metric")
     s.add_argument("submission", help="a .py file defining unlearning(net, retain_loader, forget_loader, val_loader)")
@@ -215,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="print the local leaderboard and plot it")
     lb.add_argument("--profile", default="default", help=f"protocol profile ({profiles})")
     lb.add_argument("--pool", choices=protocol.POOLS, default="rank", help="rank (default) or dev")
+    data_options(lb)
     lb.add_argument("--history", action="store_true", help="every result, not only each submission's latest")
     lb.add_argument("--rebuild", action="store_true", help="rebuild the database from the result JSON files")
     lb.set_defaults(func=cmd_leaderboard)
@@ -241,6 +282,23 @@ def build_parser() -> argparse.ArgumentParser:
     sz.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     common(sz, default_profile="kaggle-mini")
     sz.set_defaults(func=cmd_score_zip)
+
+    dt = sub.add_parser("data", help="real data: make a data set and show it, write a manifest, fetch Kaggle's files")
+    dsub = dt.add_subparsers(dest="data_command", required=True)
+    dsh = dsub.add_parser("show", help="make the profile's data set (with --data/--scenario) and print its splits")
+    dsh.add_argument("--profile", default="default", help=f"protocol profile ({profiles})")
+    dsh.add_argument("--pool", choices=protocol.POOLS, default="rank", help=argparse.SUPPRESS)
+    data_options(dsh)
+    dsh.set_defaults(func=cmd_data)
+    dm = dsub.add_parser("manifest", help="write a CSV manifest from a folder of a common data set's file names")
+    dm.add_argument("layout", choices=("utkface", "agedb", "cacd"))
+    dm.add_argument("folder", help="the folder of images (searched recursively)")
+    dm.add_argument("--out", required=True, help="the manifest to write (.csv); image paths are relative to it")
+    dm.set_defaults(func=cmd_data)
+    df = dsub.add_parser("fetch", help="download the competition's files with the kaggle package")
+    df.add_argument("source", choices=("kaggle",))
+    df.add_argument("--out", default="data/kaggle", help="folder to download into (default data/kaggle)")
+    df.set_defaults(func=cmd_data)
 
     ld = sub.add_parser("ladder", help="score noop, finetune and the retrain oracle; check their order")
     ld.add_argument("--k", type=int, default=None)

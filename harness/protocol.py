@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = "1.3"  # 1.1: the secret_seeds knob; 1.2: the kaggle-mini profile; 1.3: dev pools
+PROTOCOL_VERSION = "1.4"  # 1.1: secret_seeds; 1.2: kaggle-mini; 1.3: dev pools; 1.4: data sources, scenarios, digits
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,16 @@ class Protocol:
     device: str                           # "cpu", "cuda", or "auto" (cuda when available)
     eval_batch_size: int                  # images per forward pass when scoring
 
+    # --- data source and forgetting scenario (harness.data.sources, harness.data.scenarios) ---
+    # Defaults keep a 1.3 protocol's meaning: the synthetic faces and the competition's scenario.
+    data_path: str = ""                   # where an external source lives (not hashed: data_digest is)
+    data_digest: str = ""                 # sha256 of the source's content, filled by data.resolve()
+    label: str = ""                       # CelebA: attribute(s) that make the label ("" = Young)
+    max_images: int = 0                   # external sources: keep at most this many images (0 = all)
+    scenario: str = "identity"            # what is forgotten: "identity", "random" or "class"
+    forget_fraction: float = 0.02         # random: this fraction of the training images
+    forget_class: int = 0                 # class: every training image of this class
+
     @property
     def major(self) -> int:
         return int(PROTOCOL_VERSION.split(".")[0])
@@ -75,13 +85,23 @@ class Protocol:
         """The fields that decide the reference pool's models (see module docstring)."""
         unlearning_side = {"name", "k", "unlearn_seed0", "loader_batch_size", "unlearn_budget_fraction",
                            "unlearn_budget_min_s", "unlearn_grace_s", "memory_limit_gb", "eval_batch_size", "device"}
-        return {k: v for k, v in self.to_dict().items() if k not in unlearning_side}
+        return {**{k: v for k, v in self.to_dict().items() if k not in unlearning_side and k not in DATA_FIELDS},
+                **self.data_fields()}
 
     def data_fields(self) -> dict:
-        """The fields that decide the data set on disk."""
-        keep = {"data_source", "data_seed", "n_identities", "images_per_identity", "image_size", "n_forget_identities",
-                "split_seed", "split_fractions", "n_classes"}
-        return {k: v for k, v in self.to_dict().items() if k in keep}
+        """The fields that decide the data set on disk, less those its source and scenario do not
+        use (so that, e.g., the synthetic faces under the identity scenario hash as in 1.3)."""
+        d = self.to_dict()
+        keep = set(DATA_FIELDS)
+        if self.data_source == SYNTHETIC:
+            keep -= {"data_path", "data_digest", "label", "max_images"}
+        else:
+            keep -= {"data_path", "n_identities", "images_per_identity"}
+            if self.data_source != "celeba":
+                keep.discard("label")
+        keep -= {"identity": {"scenario", "forget_fraction", "forget_class"}, "random": {"n_forget_identities", "forget_class"},
+                 "class": {"n_forget_identities", "forget_fraction"}}.get(self.scenario, set())
+        return {k: v for k, v in d.items() if k in keep}
 
     def reference_hash(self) -> str:
         return _hash({"protocol_major": self.major, **self.reference_fields()})
@@ -91,6 +111,11 @@ class Protocol:
 
     def replace(self, **changes) -> "Protocol":
         return dataclasses.replace(self, **changes)
+
+
+DATA_FIELDS = ("data_source", "data_seed", "n_identities", "images_per_identity", "image_size", "n_forget_identities",
+               "split_seed", "split_fractions", "n_classes", "data_path", "data_digest", "label", "max_images",
+               "scenario", "forget_fraction", "forget_class")
 
 
 def _hash(obj: dict) -> str:
@@ -112,6 +137,7 @@ QUICK = Protocol(
     k=8, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=20.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
+    max_images=1200,
 )
 
 # The laptop CPU profile. 24x24, not the competition's 32x32: on 2 cores a 32x32 model takes
@@ -128,10 +154,11 @@ DEFAULT = Protocol(
     k=32, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=10.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
+    max_images=7500,
 )
 
-# PROTOCOL §3 exactly; meant for a GPU. The data is the synthetic generator at competition scale
-# until real data sources land.
+# PROTOCOL §3 exactly; meant for a GPU. The data is the synthetic generator at competition scale;
+# `--data` swaps in real faces (a Kaggle-layout copy of the competition data, CelebA, a manifest).
 COMPETITION = Protocol(
     name="competition",
     data_source=SYNTHETIC, data_seed=0, n_identities=2000, images_per_identity=(5, 20), image_size=32, n_forget_identities=15,
@@ -142,6 +169,7 @@ COMPETITION = Protocol(
     k=512, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=60.0, memory_limit_gb=16.0,
     device="auto", eval_batch_size=1024,
+    max_images=0,
 )
 
 # The competition's model and input exactly (torchvision ResNet-18, 32x32 RGB, raw 0..255 pixels,
@@ -158,9 +186,27 @@ KAGGLE_MINI = Protocol(
     k=8, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=10.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
+    max_images=2500,
 )
 
-PROFILES = {p.name: p for p in (QUICK, DEFAULT, COMPETITION, KAGGLE_MINI)}
+# Real handwritten digits that ship inside scikit-learn (1,797 images, 8x8, 10 classes): a profile
+# that runs end to end offline on real images. They have no identities, so the profile forgets a
+# random 5% of the training images (72 of them; 2% would leave a noisy mean over 29 examples), and
+# --scenario class works too.
+DIGITS = Protocol(
+    name="digits",
+    data_source="digits", data_seed=0, n_identities=0, images_per_identity=(0, 0), image_size=8, n_forget_identities=15,
+    split_seed=0, split_fractions=(0.8, 0.1, 0.1), n_classes=10, pixel_scale="unit",
+    arch="cnn", width=16,
+    epochs=12, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
+    class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=8,
+    k=16, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
+    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=10.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
+    device="cpu", eval_batch_size=512,
+    scenario="random", forget_fraction=0.05,
+)
+
+PROFILES = {p.name: p for p in (QUICK, DEFAULT, COMPETITION, KAGGLE_MINI, DIGITS)}
 
 # The child process of an unlearning run finds its protocol here (see `active`).
 ACTIVE_ENV = "HARNESS_ACTIVE_PROTOCOL"

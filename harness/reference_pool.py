@@ -224,7 +224,7 @@ def _train_one(protocol_dict: dict, data_root: str, root: str, j: int | None, se
     commitment instead of its seed."""
     import torch
 
-    from harness import protocol as protocol_mod, training
+    from harness import data as data_mod, protocol as protocol_mod, training
 
     protocol = protocol_mod.from_dict(protocol_dict)
     set_worker_threads(protocol)
@@ -233,7 +233,13 @@ def _train_one(protocol_dict: dict, data_root: str, root: str, j: int | None, se
         train_split, best_from = _concat(splits["retain"], splits["forget"]), protocol.original_best_from_epoch
     else:
         train_split, best_from = splits["retain"], protocol.retrain_best_from_epoch
-    state, info = training.train(protocol, train_split, splits["validation"], seed, best_from)
+    given = Path(data_root) / data_mod.ORIGINAL_MODEL
+    if j is None and given.exists():  # a Kaggle folder's own original model (harness.data.kaggle_folder)
+        state = torch.load(given, map_location="cpu", weights_only=True)
+        info = {"seed": None, "seconds": 0.0, "best_epoch": None, "val_acc": None, "images_per_second": None,
+                "given": data_mod.ORIGINAL_MODEL}
+    else:
+        state, info = training.train(protocol, train_split, splits["validation"], seed, best_from)
     buf = io.BytesIO()
     torch.save(state, buf)
     blob = buf.getvalue()

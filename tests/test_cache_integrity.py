@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from harness import data, paths, protocol, reference_pool
+from harness.data import layout
 
 P = protocol.QUICK
 K = 2
@@ -156,8 +157,8 @@ def test_loading_uses_the_pack_without_hashing_images(built, monkeypatch):
     def no_image_hashing(*args):
         raise AssertionError("hashed every image although splits.pt is intact")
 
-    monkeypatch.setattr(data, "images_digest", no_image_hashing)
-    monkeypatch.setattr(data, "read_split", no_image_hashing)
+    monkeypatch.setattr(layout, "images_digest", no_image_hashing)
+    monkeypatch.setattr(layout, "read_split", no_image_hashing)
     assert data.ensure_data(P, built) == _data_root(built)
     assert len(data.load_splits(_data_root(built))["forget"]) > 0
 
@@ -204,7 +205,7 @@ def test_the_generated_data_set_failing_its_check_is_made_again(copy, capfd):
     assert data.ensure_data(P, copy) == root
     lines = _stderr_lines(capfd)
     assert len(lines) == 1 and "the images do not match their digest" in lines[0]
-    assert lines[0].endswith(": generating it again")
+    assert lines[0].endswith(": making it again")
     assert (root / "meta.json").read_bytes() == meta and data.images_digest(root) == json.loads(meta)["images_sha256"]
     assert data._packed(root, data._csv_fingerprint(root)) is not None
 

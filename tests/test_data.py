@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from harness import data
+from harness.data import layout
 from harness.protocol import QUICK
 
 P = QUICK
@@ -285,7 +286,7 @@ def test_a_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return b""
 
-    monkeypatch.setattr(data, "_png_bytes", crash_after_a_few)
+    monkeypatch.setattr(layout, "_png_bytes", crash_after_a_few)
     with pytest.raises(KeyboardInterrupt):
         data.ensure_data(P, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [f".data-{P.data_hash()}.lock"]
@@ -309,7 +310,7 @@ def test_complete_data_is_reused_and_a_lost_race_keeps_the_winner(root, tmp_path
     def no_generation(*args, **kwargs):
         raise AssertionError("generated although the data set is complete")
 
-    monkeypatch.setattr(data, "_write_dataset", no_generation)
+    monkeypatch.setattr(layout, "write", no_generation)
     assert data.ensure_data(P, tmp_path) == target
     monkeypatch.undo()
 
