@@ -455,17 +455,20 @@ def evaluate_checkpoint(protocol_dict: dict, pool_dir: str, data_root: str, k: i
 def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget_s: float, sandbox: str, cap: int) -> dict:
     """Start the sandbox on box/inputs, police it to the end, and return what it produced and
     when, all measured here."""
+    from harness.data import sources
+
     return sandboxed_process(box, pool_dir, budget_s + protocol.unlearn_grace_s, sandbox, cap,
-                             {ACTIVE_ENV: json.dumps(protocol.to_dict())})
+                             {ACTIVE_ENV: json.dumps(protocol.to_dict())}, hide=sources.private_paths(protocol))
 
 
 def sandboxed_process(box: Path, pool_dir: Path, limit_s: float, sandbox: str, cap: int, env_extra: dict,
                       module: str = "harness.child", binds: tuple = (), workdir: str | None = None,
-                      fallback_workdir: Path | None = None, on_tick=None) -> dict:
+                      fallback_workdir: Path | None = None, on_tick=None, hide: list[str] = ()) -> dict:
     """Run `python -m module /inputs RESULT_FD CONTROL_FD` in the sandbox on box/inputs, kill it
     `limit_s` after it started, and return what it produced and when, all measured here.
     `binds` are extra (source, target, writable) folders in the sandbox, `workdir` its working
-    directory there (fallback_workdir without namespaces); on_tick() is called while it runs."""
+    directory there (fallback_workdir without namespaces); on_tick() is called while it runs;
+    `hide` adds folders to those that must not be seen (a real data source)."""
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
     ctl_r, ctl_w = os.pipe()
@@ -473,7 +476,7 @@ def sandboxed_process(box: Path, pool_dir: Path, limit_s: float, sandbox: str, c
     env.update({k: v for k, v in os.environ.items() if k in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
                 and k not in env_extra})
     spec = {"mode": sandbox, "inputs": str(box / "inputs"), "root": str(box / "root"),
-            "fallback_scratch": str(fallback_workdir or box / "scratch"), "hide": _hidden_paths(pool_dir),
+            "fallback_scratch": str(fallback_workdir or box / "scratch"), "hide": sorted({*_hidden_paths(pool_dir), *map(str, hide)}),
             "scratch_mb": SCRATCH_MB, "env": env, "result_fd": res_w, "control_fd": ctl_w, "module": module,
             "binds": [[str(s), t, bool(w)] for s, t, w in binds], "workdir": workdir}
     before = _children(os.getpid())

@@ -221,3 +221,19 @@ def test_a_profile_caps_a_source_at_whole_people():
     assert len(keep) == 60 and all((person[keep] == q).sum() == 4 for q in np.unique(person[keep]))
     assert np.array_equal(keep, cap(60, 0, person, len(person))) and not np.array_equal(keep, cap(60, 1, person, 200))
     assert len(cap(60, 0, None, 200)) == 60 and np.array_equal(cap(0, 0, person, 200), np.arange(200))
+
+
+def test_a_run_cannot_read_the_data_source(fixtures, tmp_path):
+    """The source holds the test split's labels; runs may not see them (PROTOCOL §6)."""
+    attack = "tests/submissions/attacks/reads_data_source.py"
+    env = {"HARNESS_CACHE_DIR": str(tmp_path / "cache"), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
+    for source in (["--profile", "digits"], ["--profile", "quick", "--data", str(fixtures["manifest"])]):
+        out = harness("score", attack, "--k", "2", "--json", "--quiet", *source, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert last_json(out.stdout)["isolation"]["sandboxed"] is True
+    # Without the sandbox the same attack reads both: the test above can fail.
+    out = harness("score", attack, "--k", "2", "--quiet", "--profile", "digits", env={**env, "HARNESS_SANDBOX": "off"})
+    assert out.returncode == 2 and "LEAK: read the data source: load_digits" in out.stderr
+    out = harness("score", attack, "--k", "2", "--quiet", "--profile", "quick", "--data", str(fixtures["manifest"]),
+                  env={**env, "HARNESS_SANDBOX": "off"})
+    assert out.returncode == 2 and f"LEAK: read the data source: {fixtures['manifest']}" in out.stderr

@@ -168,6 +168,20 @@ def read(protocol: Protocol) -> Table:
     return module(protocol.data_source).read(Path(protocol.data_path), protocol)
 
 
+def private_paths(protocol: Protocol) -> list[str]:
+    """Folders that hold the whole source, test labels included: hidden from unlearning runs, which
+    may not see the test set (PROTOCOL §6). A manifest's folder is hidden; images it lists outside
+    that folder are not (keep a manifest beside its images)."""
+    if protocol.data_source == SYNTHETIC:
+        return []
+    if protocol.data_source == "digits":
+        import sklearn.datasets
+
+        return [str(Path(sklearn.datasets.__file__).parent / "data")]  # digits.csv.gz and its neighbours
+    path = Path(protocol.data_path)
+    return [str(path.parent if path.is_file() else path)]
+
+
 def provenance(protocol: Protocol) -> dict:
     return {"source": {"kind": protocol.data_source, "path": protocol.data_path or None,
                        "digest": protocol.data_digest or None, "label": protocol.label or None}}

@@ -100,6 +100,7 @@ def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: i
     import torch
 
     from harness import paths, reference_pool, runner, score
+    from harness.data import sources
     from harness.kaggle import checkpoints, layout, rewrite
 
     started = time.perf_counter()
@@ -141,7 +142,8 @@ def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: i
                 box, pool.dir, limit_s, sandbox, OUTPUT_NOTEBOOK_CAP,
                 {"CUDA_VISIBLE_DEVICES": ""} if not cuda else {}, module="harness.kaggle.kernel",
                 binds=((kaggle, "/kaggle", True), (kaggle / "input", "/kaggle/input", False)),
-                workdir="/kaggle/working", fallback_workdir=kaggle / "working", on_tick=bar.tick)
+                workdir="/kaggle/working", fallback_workdir=kaggle / "working", on_tick=bar.tick,
+                hide=sources.private_paths(protocol))
             bar.tick()
         finally:
             bar.close()
