@@ -123,7 +123,7 @@ def test_a_folder_that_is_no_known_layout(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(b"")
-    line = fails(tmp_path, str(folder))
+    line = fails(tmp_path, str(folder), command="score")
     assert f"--data {folder}: {folder} is not a known layout: give a Kaggle-layout folder" in line
 
 
