@@ -207,7 +207,7 @@ def test_the_generated_data_set_failing_its_check_is_made_again(copy, capfd):
     assert len(lines) == 1 and "the images do not match their digest" in lines[0]
     assert lines[0].endswith(": making it again")
     assert (root / "meta.json").read_bytes() == meta and data.images_digest(root) == json.loads(meta)["images_sha256"]
-    assert data._packed(root, data._csv_fingerprint(root)) is not None
+    assert layout.packed(root, layout.csv_fingerprint(root)) is not None
 
     # An altered CSV invalidates the pack, then fails the check: generated again too.
     (root / "forget.csv").write_text((root / "forget.csv").read_text() + "1-1,1,30,3\n")

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from harness import data
-from harness.data import layout
+from harness.data import layout, synthetic
 from harness.protocol import QUICK
 
 P = QUICK
@@ -118,9 +118,9 @@ def test_age_groups_are_equal_width_bins_and_imbalanced(root, splits):
 # ---- reading ----------------------------------------------------------------------------------
 
 def test_read_split_round_trips_through_png(splits):
-    ids = data._sample_identities(P)
-    im = data._sample_images(P, ids)
-    rendered = data.render(P, ids, im)
+    ids = synthetic._sample_identities(P)
+    im = synthetic._sample_images(P, ids)
+    rendered = synthetic.render(P, ids, im)
     index = {f"{p}-{n}": i for i, (p, n) in enumerate(zip(im["person"], im["number"]))}
     for name, split in splits.items():
         rows = [index[i] for i in split.image_id]

@@ -118,12 +118,12 @@ def _unusable(root: Path, protocol: Protocol) -> str | None:
     if not layout.is_current(root, protocol):
         return ""
     try:
-        fingerprint = layout._csv_fingerprint(root)
-        if layout._packed(root, fingerprint) is not None:
+        fingerprint = layout.csv_fingerprint(root)
+        if layout.packed(root, fingerprint) is not None:
             return None
         problem = layout.mismatch(root, fingerprint)
         if problem is None:
-            layout._pack(root, fingerprint)
+            layout.pack(root, fingerprint)
         return problem
     except (OSError, ValueError) as e:
         return str(e)

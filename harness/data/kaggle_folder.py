@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.layout import CSV_COLUMNS, ORIGINAL_MODEL, _image_path
+from harness.data.layout import CSV_COLUMNS, ORIGINAL_MODEL, image_path
 from harness.data.scenarios import FORGET, RETAIN, TEST, VALIDATION
 from harness.data.sources import Digest, csv_rows, read_bytes
 from harness.data.table import Table, fit, person_index, read_image
@@ -67,7 +67,7 @@ def _index(root: Path, protocol: Protocol) -> list[tuple[str, dict]]:
             if int(row["age_group"]) >= protocol.n_classes:
                 raise ValueError(f"{where}: age_group {row['age_group']} is out of range 0..{protocol.n_classes - 1}")
             try:
-                _image_path(root, row["image_id"])
+                image_path(root, row["image_id"])
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from None
             if row["image_id"] in seen:
@@ -83,7 +83,7 @@ def digest(path: Path, protocol: Protocol) -> str:
         if (path / f"{name}.csv").exists() or name in REQUIRED:
             d.text(f"{name}.csv", read_bytes(path / f"{name}.csv", "CSV file"))
     for name, row in _index(path, protocol):
-        d.size(row["image_id"], _image_path(path, row["image_id"]), f"{name}.csv line {row['_line']}")
+        d.size(row["image_id"], image_path(path, row["image_id"]), f"{name}.csv line {row['_line']}")
     if (path / ORIGINAL_MODEL).exists():
         d.text(ORIGINAL_MODEL, read_bytes(path / ORIGINAL_MODEL, "model file"))
     return d.hexdigest()
@@ -119,7 +119,7 @@ def read(path: Path, protocol: Protocol) -> Table:
         chosen = np.random.default_rng([protocol.split_seed, 5]).choice(val, len(val) // 2, replace=False)
         split[chosen] = TEST
     order = np.argsort(person, kind="stable")
-    images = np.stack([fit(read_image(_image_path(path, rows[i][1]["image_id"]),
+    images = np.stack([fit(read_image(image_path(path, rows[i][1]["image_id"]),
                                       f"{rows[i][0]}.csv line {rows[i][1]['_line']}"), protocol.image_size)
                        for i in order])
     pick = lambda column: np.array([int(rows[i][1][column]) for i in order], dtype=np.int64)  # noqa: E731

@@ -180,7 +180,7 @@ class DataCorrupt(ValueError):
     """A data folder's files differ from the digests in its meta.json."""
 
 
-def _read_csv(path: Path) -> list[dict]:
+def read_csv(path: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: CSV file not found")
     try:
@@ -198,7 +198,7 @@ def _read_csv(path: Path) -> list[dict]:
         raise ValueError(f"{path}:{reader.line_num}: not a readable CSV row ({e})") from None
 
 
-def _image_path(root: Path, image_id: str) -> Path:
+def image_path(root: Path, image_id: str) -> Path:
     person, sep, number = image_id.rpartition("-")
     # No separators and no "..": an image id names a file under root/images, nothing else.
     if not sep or not person or not number or person in (".", "..") or any(c in image_id for c in "/\\\0"):
@@ -227,20 +227,20 @@ def read_split(root: Path, name: str) -> Split:
     """Read `<root>/<name>.csv` and its PNGs."""
     root = Path(root)
     path = root / f"{name}.csv"
-    rows = _read_csv(path)
+    rows = read_csv(path)
     images, ages, groups, persons, image_ids = [], [], [], [], []
     for line, row in enumerate(rows, start=2):
         try:
             age, group, pid = (int(row[c]) for c in ("age", "age_group", "person_id"))
-            image_path = _image_path(root, row["image_id"])
+            file = image_path(root, row["image_id"])
         except ValueError as e:
             raise ValueError(f"{path}:{line}: {e}") from None
         if not all(0 <= v < 2**63 for v in (age, group, pid)):
             raise ValueError(f"{path}:{line}: age, age_group and person_id must be non-negative 64-bit integers, "
                              f"got {row}")
-        img = _read_png(image_path)
+        img = _read_png(file)
         if images and img.shape != images[0].shape:
-            raise ValueError(f"{image_path}: size {tuple(img.shape[1:])} differs from "
+            raise ValueError(f"{file}: size {tuple(img.shape[1:])} differs from "
                              f"{tuple(images[0].shape[1:])} of the split's first image")
         images.append(img)
         ages.append(age)
@@ -256,7 +256,7 @@ def read_split(root: Path, name: str) -> Split:
                  image_id=image_ids)
 
 
-def _csv_fingerprint(root: Path) -> dict[str, str]:
+def csv_fingerprint(root: Path) -> dict[str, str]:
     out = {}
     for name in SPLITS:
         path = root / f"{name}.csv"
@@ -271,12 +271,12 @@ def load_splits(root: Path) -> dict[str, Split]:
     each decode thousands of PNGs. When the cache cannot be used the splits are read from the
     PNGs, after checking the files against meta.json's digests: DataCorrupt when they differ."""
     root = Path(root)
-    fingerprint = _csv_fingerprint(root)
-    blob = _packed(root, fingerprint)
+    fingerprint = csv_fingerprint(root)
+    blob = packed(root, fingerprint)
     if blob is not None:
         try:
-            packed = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-            splits = {name: Split(**packed[name]) for name in SPLITS}
+            stored = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            splits = {name: Split(**stored[name]) for name in SPLITS}
             if all(len(s) == len(s.images) == len(s.age_group) for s in splits.values()):
                 return splits
         except Exception:  # e.g. written by another torch version: read the PNGs instead
@@ -285,10 +285,10 @@ def load_splits(root: Path) -> dict[str, Split]:
     if problem:
         raise DataCorrupt(f"data set {root}: {problem}: restore the original files (a data set the harness "
                           "generated: delete its folder and it is made again)")
-    return _pack(root, fingerprint)
+    return pack(root, fingerprint)
 
 
-def _packed(root: Path, fingerprint: dict[str, str]) -> bytes | None:
+def packed(root: Path, fingerprint: dict[str, str]) -> bytes | None:
     """The bytes of splits.pt when they match the sha256 in splits.json and were packed from
     these CSVs; else None."""
     try:
@@ -301,7 +301,7 @@ def _packed(root: Path, fingerprint: dict[str, str]) -> bytes | None:
     return blob if ok else None
 
 
-def _pack(root: Path, fingerprint: dict[str, str]) -> dict[str, Split]:
+def pack(root: Path, fingerprint: dict[str, str]) -> dict[str, Split]:
     """The splits read from the PNGs, written to splits.pt and then its record splits.json."""
     splits = {name: read_split(root, name) for name in SPLITS}
     buf = io.BytesIO()

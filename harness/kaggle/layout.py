@@ -25,7 +25,8 @@ def write(pool, kaggle: Path) -> Path:
     """Write the tree above at `kaggle` (which must not exist); return the input folder."""
     import torch
 
-    from harness import data, reference_pool
+    from harness import reference_pool
+    from harness.data import layout as data_layout
 
     inp = kaggle / "input" / COMPETITION
     (inp / "images").mkdir(parents=True)
@@ -34,8 +35,8 @@ def write(pool, kaggle: Path) -> Path:
     source = Path(pool.data_root)
     for split in SPLITS:
         shutil.copyfile(source / f"{split}.csv", inp / f"{split}.csv")
-        for row in data._read_csv(inp / f"{split}.csv"):
-            image = data._image_path(source, row["image_id"])
+        for row in data_layout.read_csv(inp / f"{split}.csv"):
+            image = data_layout.image_path(source, row["image_id"])
             target = inp / image.relative_to(source)
             target.parent.mkdir(exist_ok=True)
             shutil.copyfile(image, target)
