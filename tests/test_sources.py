@@ -25,8 +25,14 @@ def fixtures(tmp_path_factory):
             "celeba": realdata.celeba(root / "celeba"), "cifar10": realdata.cifar10(root / "cifar")}
 
 
-def score(tmp_path, *args, k=2):
-    env = {"HARNESS_CACHE_DIR": str(tmp_path / "cache"), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One cache for the module's scores, so that a pool two tests need is trained once."""
+    return tmp_path_factory.mktemp("sources-cache")
+
+
+def score(tmp_path, *args, k=2, cache=None):
+    env = {"HARNESS_CACHE_DIR": str(cache or tmp_path / "cache"), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
     out = harness("score", "submissions/finetune.py", "--k", str(k), "--json", "--quiet", *args, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return last_json(out.stdout)
@@ -62,10 +68,11 @@ def test_a_kaggle_folder_keeps_its_own_forget_set_and_original_model(fixtures, t
     assert all(torch.equal(state[k], original[k]) for k in original)
 
 
-def test_a_manifest_with_identities_scores_under_the_identity_scenario(fixtures, tmp_path):
-    r = score(tmp_path, "--profile", "quick", "--data", str(fixtures["manifest"]), "--scenario", "identity:5")
+def test_a_manifest_with_identities_scores_under_the_identity_scenario(fixtures, tmp_path, shared_cache):
+    r = score(tmp_path, "--profile", "quick", "--data", str(fixtures["manifest"]), "--scenario", "identity:5",
+              cache=shared_cache)
     check_result(r, "manifest", "identity", 10)
-    meta = json.loads((tmp_path / "cache" / f"data-{r['data']['data_hash']}" / "meta.json").read_text())
+    meta = json.loads((shared_cache / f"data-{r['data']['data_hash']}" / "meta.json").read_text())
     assert meta["forget_identities"] == [0, 1, 2, 3, 4] and meta["n_identities"] == 60
     assert meta["age_group_edges"][0] == min(a for *_, a in realdata.people(60, 8, seed=3))
 
@@ -88,8 +95,8 @@ def test_cifar10_scores_class_unlearning(fixtures, tmp_path):
 
 
 @pytest.mark.parametrize("scenario", ["random", "class"])
-def test_digits_scores_offline(tmp_path, scenario):
-    r = score(tmp_path, "--profile", "digits", "--scenario", scenario, k=4)
+def test_digits_scores_offline(tmp_path, scenario, shared_cache):
+    r = score(tmp_path, "--profile", "digits", "--scenario", scenario, cache=shared_cache)
     check_result(r, "digits", scenario, 10)
     assert r["reference"]["test_acc"] > 80  # real digits are easy (class: one class of ten is never seen)
     assert r["n_forget"] == (72 if scenario == "random" else r["n_forget"])
@@ -223,17 +230,18 @@ def test_a_profile_caps_a_source_at_whole_people():
     assert len(cap(60, 0, None, 200)) == 60 and np.array_equal(cap(0, 0, person, 200), np.arange(200))
 
 
-def test_a_run_cannot_read_the_data_source(fixtures, tmp_path):
-    """The source holds the test split's labels; runs may not see them (PROTOCOL §6)."""
+def test_a_run_cannot_read_the_data_source(fixtures, tmp_path, shared_cache):
+    """The source holds the test split's labels; runs may not see them (PROTOCOL §6). The pools are
+    those the scores above trained (the same sources, scenarios and K)."""
     attack = "tests/submissions/attacks/reads_data_source.py"
-    env = {"HARNESS_CACHE_DIR": str(tmp_path / "cache"), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
-    for source in (["--profile", "digits"], ["--profile", "quick", "--data", str(fixtures["manifest"])]):
+    env = {"HARNESS_CACHE_DIR": str(shared_cache), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
+    manifest = ["--profile", "quick", "--data", str(fixtures["manifest"]), "--scenario", "identity:5"]
+    for source in (["--profile", "digits"], manifest):
         out = harness("score", attack, "--k", "2", "--json", "--quiet", *source, env=env)
         assert out.returncode == 0, out.stderr[-2000:]
         assert last_json(out.stdout)["isolation"]["sandboxed"] is True
     # Without the sandbox the same attack reads both: the test above can fail.
     out = harness("score", attack, "--k", "2", "--quiet", "--profile", "digits", env={**env, "HARNESS_SANDBOX": "off"})
     assert out.returncode == 2 and "LEAK: read the data source: load_digits" in out.stderr
-    out = harness("score", attack, "--k", "2", "--quiet", "--profile", "quick", "--data", str(fixtures["manifest"]),
-                  env={**env, "HARNESS_SANDBOX": "off"})
+    out = harness("score", attack, "--k", "2", "--quiet", *manifest, env={**env, "HARNESS_SANDBOX": "off"})
     assert out.returncode == 2 and f"LEAK: read the data source: {fixtures['manifest']}" in out.stderr
