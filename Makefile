@@ -8,7 +8,7 @@ PROFILE ?= default
 SUBMISSION ?= submissions/finetune.py
 ARGS ?=
 
-.PHONY: install score score-all reference check leaderboard ladder test bench clean-cache
+.PHONY: install browser score score-all reference check leaderboard ladder report test bench clean-cache
 
 install: $(STAMP)
 
@@ -32,10 +32,23 @@ check: $(STAMP)
 leaderboard: $(STAMP)
 	$(PY) -m harness leaderboard --profile $(PROFILE) $(ARGS)
 
+report: $(STAMP)
+	$(PY) -m harness report $(SUBMISSION) --profile $(PROFILE) $(ARGS)
+
 ladder: $(STAMP)
 	$(PY) -m harness ladder --profile $(PROFILE) $(ARGS)
 
-test: $(STAMP)
+# The report's test renders a page in a real headless browser: chromium from the system's packages,
+# installed here where that is possible (root with apt-get); elsewhere that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  command -v google-chrome >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && echo "installing chromium (apt-get)" && \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || \
+	  echo "no chromium, and no way to install it here: the report's browser test will skip"
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(ARGS)
 
 bench: $(STAMP)

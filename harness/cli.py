@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {score,score-all,reference,check,leaderboard,ladder,kaggle,score-zip,data}`.
+"""Command line: `python -m harness {score,score-all,reference,check,leaderboard,ladder,kaggle,score-zip,data,report}`.
 
 Every expected failure (bad path, unknown profile, failed run) ends with one line on stderr that
 names the problem and the fix, and a non-zero exit code."""
@@ -136,12 +136,44 @@ def cmd_leaderboard(args) -> int:
         print(f"rebuilt {folder / leaderboard.DB_NAME} from {n} result file(s)")
     df = leaderboard.table(folder, profile=profile, history=args.history)
     print(leaderboard.render(df))
+    png = None
     if len(df):
         try:
             png = leaderboard.plot(df, folder / f"leaderboard-{profile}.png")
             print(f"plot: {png}")
         except OSError as e:  # a read-only results folder: the table still stands
             print(f"no plot: {e.strerror or e} ({e.filename or folder})", file=sys.stderr)
+    if args.html:
+        from harness.report import page
+
+        out = folder / f"leaderboard-{profile}.html"
+        paths.atomic_write_bytes(out, page.leaderboard(df, folder, png.read_bytes() if png else None).encode())
+        print(f"html: {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from harness import paths, score, score_all
+    from harness.report import collect, page
+
+    target = Path(args.target)
+    if target.suffix == ".json":
+        try:
+            result = json.loads(target.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"result {target} does not exist: pass a result JSON from results/ or a "
+                                    "submission .py") from None
+    else:
+        protocol = _protocol(args)
+        k, fraction = score.population(protocol, args.k), score_all.budget_fraction(target)
+        result = score_all.stored(protocol, target, k, fraction, score_all.stored_results())
+        if result is None:
+            print(f"no stored score of {target} on profile {protocol.name} at K={k}: scoring it first", file=sys.stderr)
+            result = score.score(str(target), protocol, k=k, workers=args.workers, budget_fraction=fraction,
+                                 progress=not args.quiet)
+    out = Path(args.out) if args.out else paths.results_dir() / "reports" / result["id"]
+    html = page.write(collect.load(result), out)
+    print(f"report: {html}")
     return 0
 
 
@@ -257,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--pool", choices=protocol.POOLS, default="rank", help="rank (default) or dev")
     data_options(lb)
     lb.add_argument("--history", action="store_true", help="every result, not only each submission's latest")
+    lb.add_argument("--html", action="store_true", help="also write the ranking with the metric columns as HTML")
     lb.add_argument("--rebuild", action="store_true", help="rebuild the database from the result JSON files")
     lb.set_defaults(func=cmd_leaderboard)
 
@@ -299,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("source", choices=("kaggle",))
     df.add_argument("--out", default="data/kaggle", help="folder to download into (default data/kaggle)")
     df.set_defaults(func=cmd_data)
+
+    rp = sub.add_parser("report", help="an HTML report of a score: figures, the papers' metrics, provenance")
+    rp.add_argument("target", help="a result JSON, or a submission .py (its latest stored score; scored first if none)")
+    rp.add_argument("--k", type=int, default=None, help="with a submission: the K of the score to report")
+    rp.add_argument("--out", default=None, help="folder for index.html and metrics.json (default results/reports/<id>)")
+    common(rp)
+    rp.set_defaults(func=cmd_report)
 
     ld = sub.add_parser("ladder", help="score noop, finetune and the retrain oracle; check their order")
     ld.add_argument("--k", type=int, default=None)

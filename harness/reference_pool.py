@@ -31,6 +31,7 @@ Layout:
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -195,8 +196,9 @@ def set_worker_threads(protocol: Protocol) -> None:
 
 
 def evaluate_state(protocol: Protocol, state: dict, splits: dict, device=None) -> dict:
-    """Accuracies (percent) and forget-set confidences of one model; the same code scores the
-    reference models and the unlearned ones, so the two populations are measured alike."""
+    """Accuracies (percent), forget-set confidences and the outputs the report's metrics need, of
+    one model; the same code scores the reference models and the unlearned ones, so the two
+    populations are measured alike."""
     import torch
 
     from harness import models, training
@@ -204,7 +206,7 @@ def evaluate_state(protocol: Protocol, state: dict, splits: dict, device=None) -
     device = device or training.resolve_device(protocol)
     model = models.build(protocol).to(device).to(memory_format=torch.channels_last)
     model.load_state_dict(state)
-    out = {}
+    out, kept = {}, {}
     for name in ("retain", "test", "forget", "validation"):
         split = splits[name]
         x = training.model_input(split, protocol, device)
@@ -214,7 +216,49 @@ def evaluate_state(protocol: Protocol, state: dict, splits: dict, device=None) -
         if name == "forget":
             conf = metric.confidences(lg.double().numpy()[None], split.age_group.numpy())[0]
             out["forget_confidences"] = conf.tolist()
+            kept["forget_logits"] = encode_array(lg.numpy())
+            kept["tta_forget_acc"] = {view: 100.0 * (training.logits(model, _view(x, view), protocol.eval_batch_size)
+                                                     .argmax(1) == split.age_group).double().mean().item()
+                                      for view in TTA_VIEWS}
+        if name == "test":
+            kept["test_logits"] = encode_array(lg[:TEST_SAMPLE].numpy())
+    out["outputs"] = kept
     return out
+
+
+# What the report keeps of every model (harness.report): logits on the forget set and on the first
+# TEST_SAMPLE test images, as float16 (the report's views need no more), and forget accuracy under
+# test-time augmentation (PROTOCOL §8: flips and a 90% centre crop).
+TEST_SAMPLE = 500
+TTA_VIEWS = ("hflip", "vflip", "crop")
+CROP_FRACTION = 0.9
+
+
+def _view(x, view: str):
+    import torch
+    import torch.nn.functional as F
+
+    if view == "hflip":
+        return x.flip(3)
+    if view == "vflip":
+        return x.flip(2)
+    size = x.shape[-1]
+    c = max(1, round(size * CROP_FRACTION))
+    lo = (size - c) // 2
+    crop = x[..., lo:lo + c, lo:lo + c]
+    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False).contiguous(
+        memory_format=torch.channels_last)
+
+
+def encode_array(a: np.ndarray) -> dict:
+    """A float array as float16 bytes in base64 (JSON records stay small)."""
+    a16 = np.ascontiguousarray(a, dtype=np.float16)
+    return {"dtype": "float16", "shape": list(a16.shape), "b64": base64.b64encode(a16.tobytes()).decode()}
+
+
+def decode_array(blob: dict) -> np.ndarray:
+    a = np.frombuffer(base64.b64decode(blob["b64"]), dtype=np.dtype(blob["dtype"]))
+    return a.reshape(blob["shape"]).astype(np.float32)
 
 
 def _train_one(protocol_dict: dict, data_root: str, root: str, j: int | None, seed: int,

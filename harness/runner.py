@@ -40,7 +40,8 @@ from harness.protocol import ACTIVE_ENV, Protocol
 
 OUTPUT_KEEP_BYTES = 16_384    # head and tail of a run's stdout/stderr kept for the log
 TRACEBACK_TAIL_LINES = 12
-RUNNER_VERSION = "sandbox-2"  # in every runs folder's key: runs of an older runner are not reused
+RUNNER_VERSION = "sandbox-3"  # in every runs folder's key: runs of an older runner are not reused
+# (sandbox-3: records keep the report's outputs, and run 0 keeps its weights for saliency maps)
                               # (2: loaders in the Kaggle notebooks' order, seeded after the model is loaded)
 SANDBOX_ENV = "HARNESS_SANDBOX"
 SANDBOX_MODES = ("auto", "require", "userns", "off")
@@ -117,6 +118,10 @@ def sandbox_mode() -> str:
 
 def run_path(folder: Path, i: int) -> Path:
     return folder / f"run_{i:04d}.json"
+
+
+def weights_path(folder: Path, i: int) -> Path:
+    return folder / f"run_{i:04d}.pt"
 
 
 def read_run(path: Path) -> dict | None:
@@ -337,6 +342,8 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
             budget_s: float, out_dir: str, sandbox: str = "auto") -> dict:
     """One unlearning run, in a worker process: start the sandbox, time it, check and evaluate its
     weights, write the run record. Raises RunError on any failure (nothing is written then)."""
+    import torch
+
     from harness import protocol as protocol_mod, reference_pool
 
     task_started = time.perf_counter()
@@ -384,6 +391,10 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
            "memory_limit_gb": memory,
            "nearest_retrained": near, "output_bytes": result["output_bytes"], "output": result["output"][-2000:],
            **metrics, "task_seconds": time.perf_counter() - task_started}
+    if i == 0:  # one unlearned model's weights, for the report's saliency maps (checked, re-serialised)
+        buf = io.BytesIO()
+        torch.save(weights, buf)
+        paths.atomic_write_bytes(weights_path(Path(out_dir), i), buf.getvalue())
     paths.atomic_write_json(run_path(Path(out_dir), i), rec)
     return rec
 

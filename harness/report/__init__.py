@@ -1,0 +1,1 @@
+"""The report: the papers' metrics from stored run outputs, figures, and a self-contained HTML page."""
