@@ -103,3 +103,12 @@ def test_a_result_whose_runs_are_gone_is_one_clear_line(scored, tmp_path):
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and "the runs of stale are not in" in lines[0]
     assert "score it again with `python -m harness score submissions/finetune.py --profile quick --k 4`" in lines[0]
+
+
+def test_a_result_scored_from_checkpoints_is_one_clear_line(scored, tmp_path):
+    r, results = scored
+    (tmp_path / "zip.json").write_text(json.dumps({**r, "source": "submission-zip", "id": "from-zip"}))
+    run = harness("report", str(tmp_path / "zip.json"), env={"HARNESS_RESULTS_DIR": str(results)})
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1
+    assert "result from-zip was scored from checkpoints (submission-zip): a report needs the runs' outputs" in lines[0]
