@@ -41,8 +41,8 @@ from harness.protocol import ACTIVE_ENV, Protocol
 OUTPUT_KEEP_BYTES = 16_384    # head and tail of a run's stdout/stderr kept for the log
 TRACEBACK_TAIL_LINES = 12
 RUNNER_VERSION = "sandbox-3"  # in every runs folder's key: runs of an older runner are not reused
-# (sandbox-3: records keep the report's outputs, and run 0 keeps its weights for saliency maps)
-                              # (2: loaders in the Kaggle notebooks' order, seeded after the model is loaded)
+                              # (2: loaders in the Kaggle notebooks' order, seeded after the model is loaded;
+                              # 3: records keep the report's outputs, run 0 keeps its weights for saliency maps)
 SANDBOX_ENV = "HARNESS_SANDBOX"
 SANDBOX_MODES = ("auto", "require", "userns", "off")
 SCRATCH_MB = 1024             # each of the run's tmpfs folders (/scratch, /tmp, /dev/shm)
@@ -487,7 +487,8 @@ def sandboxed_process(box: Path, pool_dir: Path, limit_s: float, sandbox: str, c
     env.update({k: v for k, v in os.environ.items() if k in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
                 and k not in env_extra})
     spec = {"mode": sandbox, "inputs": str(box / "inputs"), "root": str(box / "root"),
-            "fallback_scratch": str(fallback_workdir or box / "scratch"), "hide": sorted({*_hidden_paths(pool_dir), *map(str, hide)}),
+            "fallback_scratch": str(fallback_workdir or box / "scratch"),
+            "hide": sorted({*_hidden_paths(pool_dir), *map(str, hide)}),
             "scratch_mb": SCRATCH_MB, "env": env, "result_fd": res_w, "control_fd": ctl_w, "module": module,
             "binds": [[str(s), t, bool(w)] for s, t, w in binds], "workdir": workdir}
     before = _children(os.getpid())

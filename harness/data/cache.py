@@ -31,10 +31,7 @@ def table_and_split(protocol: Protocol) -> tuple[Table, np.ndarray]:
     label = sources.describe(protocol)
     if table.split is not None and protocol.scenario == "identity":
         split = table.split  # a Kaggle folder's own retain/forget sets
-        empty = [name for k, name in enumerate(scenarios.SPLITS) if not (split == k).any()]
-        if empty:
-            raise ValueError(f"data source {label}: the {' and '.join(empty)} split(s) are empty: every split "
-                             "needs at least one image")
+        scenarios.require_every_split(split, label, "are empty: every split needs at least one image")
     else:
         base = scenarios.by_image(protocol, len(table)) if table.split is None else scenarios.pooled(table.split)
         split = scenarios.forget(protocol, base, table.person, table.label, label)

@@ -78,12 +78,16 @@ def forget(protocol: Protocol, split: np.ndarray, person: np.ndarray | None, lab
     else:
         raise ValueError(f"unknown scenario {protocol.scenario!r}: choose one of {', '.join(SCENARIOS)}")
     split[chosen] = FORGET
+    require_every_split(split, source, f"would be empty under --scenario {protocol.scenario} ({len(split)} images): "
+                        "use a larger data set" + (" or another class" if protocol.scenario == "class" else ""))
+    return split
+
+
+def require_every_split(split: np.ndarray, source: str, why: str) -> None:
+    """ValueError naming the splits that `split` (int64 [N] into SPLITS) leaves empty, then `why`."""
     empty = [name for k, name in enumerate(SPLITS) if not (split == k).any()]
     if empty:
-        raise ValueError(f"data source {source}: the {' and '.join(empty)} split(s) would be empty under "
-                         f"--scenario {protocol.scenario} ({len(split)} images): use a larger data set"
-                         + (" or another class" if protocol.scenario == "class" else ""))
-    return split
+        raise ValueError(f"data source {source}: the {' and '.join(empty)} split(s) {why}")
 
 
 def pooled(given: np.ndarray) -> np.ndarray:
