@@ -3,7 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+EXTRAS ?= dev
+comma := ,
+# One stamp per set of extras: asking for other extras installs again.
+STAMP := $(VENV)/.installed-$(subst $(comma),+,$(EXTRAS))
 PROFILE ?= default
 SUBMISSION ?= submissions/finetune.py
 ARGS ?=
@@ -14,7 +17,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 score: $(STAMP)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ def _protocol(args):
 
     p = protocol.get(args.profile, getattr(args, "pool", "rank"))
     p = p.replace(secret_seeds=True) if getattr(args, "secret_seeds", False) else p
+    p = p.replace(precision=args.precision) if getattr(args, "precision", None) else p  # named by data.resolve
     return data.resolve(p, getattr(args, "data", None), getattr(args, "scenario", None), getattr(args, "label", None))
 
 
@@ -238,10 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--profile", default=default_profile, help=f"protocol profile ({profiles}; "
                                                                        f"default {default_profile})")
         sp.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+        sp.add_argument("--backend", choices=("local", "ray"), default=None,
+                        help="where jobs run: local worker processes (default) or Ray tasks (HARNESS_BACKEND)")
         if profile:
             sp.add_argument("--pool", choices=protocol.POOLS, default="rank",
                             help="rank (default): the pool that ranks; dev: retrained models and unlearning seeds "
                                  "disjoint from it, the one to tune hyperparameters on")
+            sp.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                            help="fp32 (default) or bf16 autocast in training and evaluation (for a GPU; a "
+                                 "separate pool, recorded in the result)")
             sp.add_argument("--secret-seeds", action="store_true",
                             help="competition mode: retrained models' seeds come from a per-pool secret, so a "
                                  "submission cannot rebuild the pool from the public recipe (a separate pool)")
@@ -352,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "backend", None):
+            os.environ["HARNESS_BACKEND"] = args.backend
+        if hasattr(args, "backend"):
+            from harness import parallel
+            parallel.backend()  # a bad HARNESS_BACKEND, or ray missing, fails here, before any work
         return args.func(args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished work is saved; run the same command again to resume", file=sys.stderr)

@@ -14,7 +14,8 @@ import json
 import os
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = "1.4"  # 1.1: secret_seeds; 1.2: kaggle-mini; 1.3: dev pools; 1.4: data sources, scenarios, digits
+PROTOCOL_VERSION = "1.5"  # 1.1: secret_seeds; 1.2: kaggle-mini; 1.3: dev pools; 1.4: data sources, scenarios, digits;
+                          # 1.5: precision
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class Protocol:
     forget_fraction: float = 0.02         # random: this fraction of the training images
     forget_class: int = 0                 # class: every training image of this class
 
+    # --- arithmetic ---
+    precision: str = "fp32"               # "bf16": bfloat16 autocast in training and evaluation (a GPU option)
+
     @property
     def major(self) -> int:
         return int(PROTOCOL_VERSION.split(".")[0])
@@ -85,8 +89,10 @@ class Protocol:
         """The fields that decide the reference pool's models (see module docstring)."""
         unlearning_side = {"name", "k", "unlearn_seed0", "loader_batch_size", "unlearn_budget_fraction",
                            "unlearn_budget_min_s", "unlearn_grace_s", "memory_limit_gb", "eval_batch_size", "device"}
-        return {**{k: v for k, v in self.to_dict().items() if k not in unlearning_side and k not in DATA_FIELDS},
-                **self.data_fields()}
+        fields = {k: v for k, v in self.to_dict().items() if k not in unlearning_side and k not in DATA_FIELDS}
+        if self.precision == "fp32":  # a 1.4 protocol's hash: existing fp32 pools stay valid
+            del fields["precision"]
+        return {**fields, **self.data_fields()}
 
     def data_fields(self) -> dict:
         """The fields that decide the data set on disk, less those its source and scenario do not

@@ -210,20 +210,20 @@ def evaluate_state(protocol: Protocol, state: dict, splits: dict, device=None) -
     for name in ("retain", "test", "forget", "validation"):
         split = splits[name]
         x = training.model_input(split, protocol, device)
-        lg = training.logits(model, x, protocol.eval_batch_size)
+        lg = training.logits(model, x, protocol.eval_batch_size, protocol)
         out[f"{'val' if name == 'validation' else name}_acc"] = (
             100.0 * (lg.argmax(1) == split.age_group).double().mean().item())
         if name == "forget":
             conf = metric.confidences(lg.double().numpy()[None], split.age_group.numpy())[0]
             out["forget_confidences"] = conf.tolist()
             kept["forget_logits"] = encode_array(lg.numpy())
-            kept["tta_forget_acc"] = {view: 100.0 * (training.logits(model, _view(x, view), protocol.eval_batch_size)
+            kept["tta_forget_acc"] = {view: 100.0 * (training.logits(model, _view(x, view), protocol.eval_batch_size, protocol)
                                                      .argmax(1) == split.age_group).double().mean().item()
                                       for view in TTA_VIEWS}
         if name == "test":
             kept["test_logits"] = encode_array(lg[:TEST_SAMPLE].numpy())
     out["outputs"] = kept
-    return out
+    return {**out, **training.device_info(device)}
 
 
 # What the report keeps of every model (harness.report): logits on the forget set and on the first

@@ -55,6 +55,7 @@ def score(submission_path: str, protocol: Protocol, k: int | None = None, worker
     result = summarise(protocol, pool, submission, runs, budget_s, budget_fraction)
     result["seconds"].update(total=time.perf_counter() - started, reference_pool=pool_seconds,
                              runs_wall=runs_seconds, metric=time.perf_counter() - t_metric)
+    result["execution"] = execution(workers)
     if record:
         write(result)
     return result
@@ -124,11 +125,21 @@ def summarise(protocol: Protocol, pool, submission: runner.Submission, runs: lis
                     "unlearning_max": float(seconds.max()) if timed else None,
                     "unlearning_total": float(seconds.sum()) if timed else None, "retrain_mean": pool.retrain_seconds()},
         "isolation": isolation(runs),
+        # Where the models were trained and the runs evaluated, and in what arithmetic.
+        "device": {"reference": {k: pool.original.get(k) for k in ("device", "name")},
+                   "runs": {k: runs[0].get(k) for k in ("device", "name")}, "precision": protocol.precision},
         "suspicious": suspicious(f, null_f),
         "versions": versions(),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count()},
     }
+
+
+def execution(workers: int) -> dict:
+    """How the work was spread: worker processes and the backend that ran them (harness.parallel)."""
+    from harness import parallel
+
+    return {"workers": workers, **parallel.describe()}
 
 
 def isolation(runs: list[dict]) -> dict:

@@ -47,6 +47,8 @@ def test_first_run_from_an_empty_cache_twice_gives_identical_numbers(tmp_path):
         assert key in a, key
     assert a["profile"] == "quick" and a["k"] == protocol.QUICK.k and len(a["epsilons"]) == a["n_forget"]
     assert a["score_ci95"][0] <= a["score"] <= a["score_ci95"][1]
+    assert a["device"]["reference"]["device"] == a["device"]["runs"]["device"] == "cpu"
+    assert a["device"]["precision"] == "fp32" and a["execution"]["backend"] == "local"
     assert stable(a) == stable(b)
     written = json.loads((tmp_path / "res-a" / f"{a['id']}.json").read_text())
     assert stable(written) == stable(a)

@@ -126,7 +126,7 @@ def resolve(protocol: Protocol, data: str | None = None, scenario: str | None = 
 
 
 def _name(given: Protocol, p: Protocol) -> str:
-    """The profile's name, plus what differs from the profile: "+<source>" and "+<scenario>"."""
+    """The profile's name, plus what differs from the profile: "+<source>", "+<scenario>", "+<precision>"."""
     base = base_profile(given)
     dev = given.name.endswith(DEV_SUFFIX)
     if base is None:
@@ -140,6 +140,8 @@ def _name(given: Protocol, p: Protocol) -> str:
     if any(getattr(p, f) != getattr(base, f) for f in fields):
         name += "+" + {"identity": f"identity-{p.n_forget_identities}", "random": f"random-{p.forget_fraction:g}",
                        "class": f"class-{p.forget_class}"}[p.scenario]
+    if p.precision != base.precision:  # bf16 models are another pool and another ranking
+        name += "+" + p.precision
     return name + (DEV_SUFFIX if dev else "")
 
 
