@@ -32,21 +32,7 @@ def main(profile: str = "default") -> dict:
         runs = runner.run_all(protocol, pool, sub, protocol.k, score.budget_seconds(protocol, pool), workers)
         wall = time.perf_counter() - started
         shutil.rmtree(runner.runs_dir(pool.dir, protocol, sub), ignore_errors=True)
-    call = np.array([r["seconds"] for r in runs])
-    task = np.array([r["task_seconds"] for r in runs])
-    evaluation = np.array([r["eval_seconds"] for r in runs])
-    setup = np.array([r["setup_seconds"] for r in runs])
-    overhead = task - call - evaluation  # process start, model copy, loaders, import, saving, records
-    out = {
-        "profile": profile, "k": len(runs), "workers": workers,
-        "unlearning_call_s_mean": float(call.mean()), "evaluation_s_mean": float(evaluation.mean()),
-        "run_task_s_mean": float(task.mean()), "overhead_s_mean": float(overhead.mean()),
-        "setup_s_mean": float(setup.mean()),
-        "overhead_fraction": float(overhead.sum() / task.sum()),
-        "harness_wall_s": wall,
-        # the same, seen from the harness: whatever the workers did besides calls and evaluation
-        "overhead_fraction_end_to_end": float(1 - (call.sum() + evaluation.sum()) / (wall * workers)),
-    }
+    out = {"profile": profile, **summarise(runs, wall, workers)}
     print(f"runner overhead on {profile} (K={len(runs)}, {workers} workers, finetune):")
     print(f"  unlearning() call   {out['unlearning_call_s_mean']:.3f} s/run")
     print(f"  trusted evaluation  {out['evaluation_s_mean']:.3f} s/run (retain, test, forget, validation)")
@@ -57,6 +43,25 @@ def main(profile: str = "default") -> dict:
     print(f"  end to end          {wall:.1f} s wall for {len(runs)} runs -> "
           f"{100 * out['overhead_fraction_end_to_end']:.1f}% beyond calls and evaluation (incl. worker start)")
     return out
+
+
+def summarise(runs: list[dict], wall: float, workers: int) -> dict:
+    """Where a run's time goes, from its records (seconds per run and the overhead fractions)."""
+    call = np.array([r["seconds"] for r in runs])
+    task = np.array([r["task_seconds"] for r in runs])
+    evaluation = np.array([r["eval_seconds"] for r in runs])
+    setup = np.array([r["setup_seconds"] for r in runs])
+    overhead = task - call - evaluation  # process start, model copy, loaders, import, saving, records
+    return {
+        "k": len(runs), "workers": workers,
+        "unlearning_call_s_mean": float(call.mean()), "evaluation_s_mean": float(evaluation.mean()),
+        "run_task_s_mean": float(task.mean()), "overhead_s_mean": float(overhead.mean()),
+        "setup_s_mean": float(setup.mean()),
+        "overhead_fraction": float(overhead.sum() / task.sum()),
+        "harness_wall_s": wall,
+        # the same, seen from the harness: whatever the workers did besides calls and evaluation
+        "overhead_fraction_end_to_end": float(1 - (call.sum() + evaluation.sum()) / (wall * workers)),
+    }
 
 
 if __name__ == "__main__":

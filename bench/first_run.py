@@ -1,0 +1,100 @@
+"""What a new user waits for: `harness score submissions/finetune.py` on `default` from an empty
+cache (the install excluded), then a new submission on that cached pool, each as the user runs it
+(a separate process), with the peak memory of the whole process tree sampled from /proc.
+
+The runner overhead comes from the second score's run records: everything in a run's task but
+the unlearning() call and the trusted evaluation (bench/runner_bench.py explains the parts)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench import runner_bench
+from harness import paths
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of a process and all its descendants, now."""
+    parent, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            parent[int(entry)] = int(fields[1])
+            rss[int(entry)] = int(fields[21]) * PAGE
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += [c for c, p in parent.items() if p == pid]
+    return total
+
+
+def timed_score(submission: Path, profile: str, env: dict) -> dict:
+    """One `python -m harness score` as a user runs it: wall seconds, peak tree RSS, the result."""
+    cmd = [sys.executable, "-m", "harness", "score", str(submission), "--profile", profile, "--json", "--quiet"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the benchmark score failed (exit {proc.returncode}): {err.strip().splitlines()[-1:]}")
+    return {"wall_s": wall, "peak_rss_mb": peak[0] / 2**20, "result": json.loads(out.strip().splitlines()[-1])}
+
+
+def main(profile: str = "default") -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-first-run-") as tmp:
+        env = {**os.environ, "HARNESS_CACHE_DIR": f"{tmp}/cache", "HARNESS_RESULTS_DIR": f"{tmp}/results"}
+        first = timed_score(REPO / "submissions" / "finetune.py", profile, env)
+        # A new submission: finetune with one changed byte, so no run of the first score is reused.
+        other = Path(tmp) / "finetune_copy.py"
+        other.write_bytes((REPO / "submissions" / "finetune.py").read_bytes() + b"\n# benchmark copy\n")
+        cached = timed_score(other, profile, env)
+        runs_dir = next(Path(tmp, "cache").glob(f"{profile}-*/runs/finetune_copy-*"))
+        runs = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("run_*.json"))]
+        pool = json.loads(next(Path(tmp, "cache").glob(f"{profile}-*/manifest.json")).read_text())
+    r1, r2 = first["result"], cached["result"]
+    out = {
+        "profile": profile, "k": r1["k"],
+        "first_s": first["wall_s"], "first_pool_s": r1["seconds"]["reference_pool"],
+        "first_runs_s": r1["seconds"]["runs_wall"], "retrain_mean_s": r1["seconds"]["retrain_mean"],
+        "cached_s": cached["wall_s"], "cached_runs_s": r2["seconds"]["runs_wall"],
+        "peak_rss_mb": max(first["peak_rss_mb"], cached["peak_rss_mb"]),
+        "score": r1["score"], "null_forget_quality": r1["null_forget_quality"],
+        "original_forget_acc": r1["original"]["forget_acc"], "retrained_forget_acc": r1["reference"]["forget_acc"],
+        "models_trained": pool["last_build"]["models_trained"],
+        "runner": runner_bench.summarise(runs, r2["seconds"]["runs_wall"], r2.get("workers") or os.cpu_count()),
+    }
+    print(f"first score on {profile} from an empty cache: {out['first_s']:.0f} s (pool {out['first_pool_s']:.0f} s, "
+          f"{out['models_trained']} models at {out['retrain_mean_s']:.1f} s each per worker; runs "
+          f"{out['first_runs_s']:.0f} s); a new submission on the cached pool: {out['cached_s']:.0f} s; "
+          f"peak RSS of the process tree {out['peak_rss_mb']:.0f} MB")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "default")
