@@ -95,6 +95,7 @@ def headline(out: dict) -> dict:
         "score_default_first_s": first.get("first_s"),
         "score_default_cached_s": first.get("cached_s"),
         "peak_rss_mb": first.get("peak_rss_mb"),
+        "peak_tree_pss_mb": first.get("peak_tree_pss_mb"),
     }.items() if value is not None}
 
 
@@ -107,7 +108,8 @@ def table(out: dict) -> None:
             ("runner_overhead_fraction", "run task outside call + evaluation", "{:.1%}"),
             ("score_default_first_s", "first score on default, empty cache", "{:.0f} s"),
             ("score_default_cached_s", "new submission, cached pool", "{:.0f} s"),
-            ("peak_rss_mb", "peak RSS of the process tree", "{:.0f} MB")]
+            ("peak_rss_mb", "peak RSS of the largest process", "{:.0f} MB"),
+            ("peak_tree_pss_mb", "peak PSS of the whole process tree", "{:.0f} MB")]
     for key, what, fmt in rows:
         if key in out:
             print(f"  {key:26s} {fmt.format(out[key]):>10s}   {what}")
