@@ -119,22 +119,10 @@ def train_stack(protocol: Protocol, train_split: "data_mod.Split", val_split: "d
     g = stack.g
     x, y = training.model_input(train_split, protocol, device), train_split.age_group.to(device)
     xv, yv = training.model_input(val_split, protocol, device), val_split.age_group
-    weight = data_mod.class_weights(train_split.age_group, protocol.n_classes).to(device)
-    loss_fn = nn.CrossEntropyLoss(weight=weight if protocol.class_weighted else None)
-    if protocol.optimizer != "adam":
-        raise ValueError(f"unknown optimizer {protocol.optimizer!r}: only 'adam' is implemented")
     # Adam (its L2 weight decay included) is elementwise, so one Adam over the [G, ...] tensors is
-    # G independent Adams; the schedules below set one lr for all, as each model's would.
-    opt = torch.optim.Adam(stack.params.values(), lr=protocol.lr, weight_decay=protocol.weight_decay)
+    # G independent Adams; the schedule sets one lr for all, as each model's would.
+    loss_fn, opt, sched, steps_per_epoch = training.recipe(protocol, train_split, stack.params.values(), device)
     n, bs = len(y), protocol.batch_size
-    steps_per_epoch = max(1, n // bs + (1 if n % bs > 1 else 0))  # as training.train: drop a last batch of 1
-    if protocol.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=protocol.lr,
-                                                    total_steps=protocol.epochs * steps_per_epoch)
-    elif protocol.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=protocol.epochs)
-    else:
-        raise ValueError(f"unknown schedule {protocol.schedule!r}: use 'onecycle' or 'cosine'")
     gens = [torch.Generator().manual_seed(seed) for seed in seeds]  # each model its own data order
 
     best = [(-1.0, None, 0)] * g  # (val acc, state, epoch) per model

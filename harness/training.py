@@ -90,6 +90,26 @@ def warm_up(protocol: Protocol) -> None:
     _WARM.add(protocol.arch)
 
 
+def recipe(protocol: Protocol, train_split: "data_mod.Split", params, device: torch.device):
+    """The recipe's pieces for `params` (one model's, or a stack's in harness.stacked): the
+    class-weighted loss, Adam, the schedule and the steps per epoch (a last batch of 1 breaks batch
+    norm: it is dropped)."""
+    weight = data_mod.class_weights(train_split.age_group, protocol.n_classes).to(device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight if protocol.class_weighted else None)
+    if protocol.optimizer != "adam":
+        raise ValueError(f"unknown optimizer {protocol.optimizer!r}: only 'adam' is implemented")
+    opt = torch.optim.Adam(params, lr=protocol.lr, weight_decay=protocol.weight_decay)
+    n, bs = len(train_split.age_group), protocol.batch_size
+    steps_per_epoch = max(1, n // bs + (1 if n % bs > 1 else 0))
+    if protocol.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=protocol.lr, total_steps=protocol.epochs * steps_per_epoch)
+    elif protocol.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=protocol.epochs)
+    else:
+        raise ValueError(f"unknown schedule {protocol.schedule!r}: use 'onecycle' or 'cosine'")
+    return loss_fn, opt, sched, steps_per_epoch
+
+
 def train(protocol: Protocol, train_split: "data_mod.Split", val_split: "data_mod.Split", seed: int,
           best_from_epoch: int, device: torch.device | None = None) -> tuple[dict, dict]:
     """Train a fresh model with the protocol's recipe; return (best state dict, info).
@@ -104,20 +124,8 @@ def train(protocol: Protocol, train_split: "data_mod.Split", val_split: "data_mo
     model = models.build(protocol, seed).to(device).to(memory_format=torch.channels_last)
     x, y = model_input(train_split, protocol, device), train_split.age_group.to(device)
     xv, yv = model_input(val_split, protocol, device), val_split.age_group
-    weight = data_mod.class_weights(train_split.age_group, protocol.n_classes).to(device)
-    loss_fn = nn.CrossEntropyLoss(weight=weight if protocol.class_weighted else None)
-    if protocol.optimizer != "adam":
-        raise ValueError(f"unknown optimizer {protocol.optimizer!r}: only 'adam' is implemented")
-    opt = torch.optim.Adam(model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay)
+    loss_fn, opt, sched, steps_per_epoch = recipe(protocol, train_split, model.parameters(), device)
     n, bs = len(y), protocol.batch_size
-    steps_per_epoch = max(1, n // bs + (1 if n % bs > 1 else 0))  # a last batch of 1 breaks batch norm: drop it
-    if protocol.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=protocol.lr,
-                                                    total_steps=protocol.epochs * steps_per_epoch)
-    elif protocol.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=protocol.epochs)
-    else:
-        raise ValueError(f"unknown schedule {protocol.schedule!r}: use 'onecycle' or 'cosine'")
     gen = torch.Generator().manual_seed(seed)
 
     best_acc, best_state, best_epoch = -1.0, None, 0
