@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench import runner_bench
-from harness import paths
+from harness import sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -26,14 +26,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 def tree_pss(root: int) -> int:
     """Proportional set size of a process and all its descendants, now, in bytes: shared pages
     (torch's libraries, mapped by every worker and run) counted once in all, not once per process."""
-    parent = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
+    parent = sandbox.parents()
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
