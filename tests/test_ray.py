@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import BAD, SUBMISSIONS
+from conftest import BAD, REPO, SUBMISSIONS
 from harness import cli, protocol, reference_pool, runner
 from test_score import harness, last_json
 
@@ -68,6 +71,34 @@ def test_a_failed_run_in_a_ray_task_stops_the_score_with_its_own_message(ray_ins
     first = out.stderr.strip().splitlines()[0]
     assert first.startswith("error: run ") and "ZeroDivisionError" in first and "Ray" not in first, out.stderr
     assert not results.exists()
+
+
+def test_a_run_cannot_join_the_ray_cluster_it_is_a_task_of(ray_installed, quick_pool, tmp_path):
+    # From inside a run, a task submitted to the harness's Ray instance would run outside the
+    # sandbox, next to the cache. The run's network namespace, fresh /tmp and new root (no
+    # ~/.ray/auth_token) leave no cluster in sight.
+    attack = REPO / "tests" / "submissions" / "attacks" / "reaches_ray.py"
+    out = harness("score", str(attack), "--profile", "quick", "--k", "2", "--quiet", "--json", "--backend", "ray",
+                  "--workers", "1", env={"HARNESS_RESULTS_DIR": str(tmp_path / "results")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert last_json(out.stdout)["isolation"]["sandboxed"] is True
+    # The attack itself works wherever a cluster is in sight: a clean process beside a running
+    # instance joins it (so the test above can fail). HARNESS_SANDBOX=off cannot show it: such a
+    # run died inside ray.init when tried, which maps more than the run's address-space limit.
+    import ray
+
+    joined = Path("/tmp/harness-attack-reaches-ray.joined")
+    joined.unlink(missing_ok=True)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        probe = subprocess.run([sys.executable, "-c", f"import runpy; runpy.run_path({str(attack)!r})['unlearning']"
+                                "(None, None, None, None)"], env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+                               capture_output=True, text=True, timeout=120)
+    finally:
+        ray.shutdown()
+    assert probe.returncode != 0 and "LEAK: joined the harness's Ray cluster" in probe.stderr, probe.stderr[-2000:]
+    assert joined.exists()
+    joined.unlink()
 
 
 def test_an_unknown_backend_is_one_line_before_any_work(monkeypatch, capsys, tmp_path):
