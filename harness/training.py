@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import time
 
 import torch
@@ -32,8 +33,10 @@ def autocast(protocol: Protocol, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=protocol.precision == "bf16")
 
 
+@functools.lru_cache(maxsize=None)
 def device_info(device: torch.device) -> dict:
-    """What a model was trained or evaluated on, for the records."""
+    """What a model was trained or evaluated on, for the records (read once per process and device:
+    every run's evaluation records it)."""
     import platform
 
     if device.type == "cuda":
