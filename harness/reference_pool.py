@@ -362,7 +362,11 @@ def stack_size(protocol: Protocol) -> int:
     On a CPU 1: measured on 2 cores with single-thread workers, stacking was slower per model at
     every G tried (harness.stacked's docstring has the figures; bench/stack_bench.py measures them)."""
     if os.environ.get(STACK_ENV):
-        return max(1, int(os.environ[STACK_ENV]))
+        value = os.environ[STACK_ENV]
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{STACK_ENV}={value!r} is not a stack size: use a whole number of models, 1 to train "
+                             "each alone")
+        return int(value)
     if protocol.device in ("cuda", "auto") and _cuda_available():
         return max(1, min(16, 16 * 32 * 32 // protocol.image_size ** 2))
     return 1

@@ -108,3 +108,10 @@ def test_ensure_with_stacks_writes_checked_records_and_resumes_per_model(tmp_pat
     assert [n for n, t in stamps().items() if after[n] != t] == ["0002.pt"]
     assert "stack" not in again.retrains[2] and again.retrains[2]["seed"] == p.retrain_seed0 + 2
     assert again.retrain_seconds() == again.retrains[2]["seconds"]
+
+
+def test_a_bad_stack_size_is_one_clear_line(monkeypatch):
+    for bad in ("many", "0", "-2"):
+        monkeypatch.setenv(reference_pool.STACK_ENV, bad)
+        with pytest.raises(ValueError, match=f"HARNESS_STACK='{bad}' is not a stack size: use a whole number"):
+            reference_pool.stack_size(QUICK)
