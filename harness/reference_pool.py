@@ -361,8 +361,8 @@ def stack_size(protocol: Protocol) -> int:
     is a guess at what fills a device (not measured here: no GPU at hand), fewer for larger images.
     On a CPU 1: measured on 2 cores with single-thread workers, stacking was slower per model at
     every G tried (harness.stacked's docstring has the figures; bench/stack_bench.py measures them)."""
-    if os.environ.get(STACK_ENV):
-        value = os.environ[STACK_ENV]
+    value = os.environ.get(STACK_ENV)
+    if value:
         if not value.isdigit() or int(value) < 1:
             raise ValueError(f"{STACK_ENV}={value!r} is not a stack size: use a whole number of models, 1 to train "
                              "each alone")
