@@ -73,6 +73,26 @@ def check_same_architecture(reference: dict, candidate: dict) -> None:
             raise ValueError(f"architecture changed: {key} is {got[key][0]} {got[key][1]}, expected {shape} {dtype}")
 
 
+def plain_state_dict(obj) -> dict:
+    """A state dict of fresh, dense, CPU tensors from untrusted input; ValueError naming the first
+    entry that is not one (a sparse, meta, quantized or subclassed tensor, a non-string key, a
+    non-tensor value). Each tensor is copied into storage of its own, so storages shared between
+    entries, or one tensor that is a view into a larger storage, do not travel further."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"the saved weights are not a state dict but a {type(obj).__name__}")
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise ValueError(f"the state dict has a key that is not a string: {type(key).__name__}")
+        if type(value) not in (torch.Tensor, nn.Parameter):
+            raise ValueError(f"{key[:200]} is a {type(value).__name__}, not a plain tensor")
+        if value.layout != torch.strided or value.device.type != "cpu" or value.is_quantized:
+            raise ValueError(f"{key[:200]} is not a dense CPU tensor ({value.layout}, {value.device.type}"
+                             f"{', quantized' if value.is_quantized else ''})")
+        out[key] = value.detach().clone(memory_format=torch.contiguous_format)
+    return out
+
+
 def check_finite(state_dict: dict) -> None:
     for key, value in state_dict.items():
         if value.is_floating_point() and not torch.isfinite(value).all():

@@ -70,8 +70,10 @@ def _local_run(jobs: list, workers: int) -> Iterator:
         for future in as_completed(pending):
             yield future.result()
     except BaseException:
-        for future in pending:  # after a failure or an interrupt: nothing more starts, and the
-            future.cancel()     # workers (and the runs they started) are stopped, as joblib's abort does
+        # After a failure or an interrupt: nothing more starts, and the workers are killed with
+        # everything they started (a run's sandbox dies with its worker). loky fails the pending
+        # futures itself; cancelling them here first made its manager thread raise
+        # InvalidStateError and die, and the process then hung at exit joining its workers.
         executor.shutdown(wait=True, kill_workers=True)
         raise
 

@@ -224,6 +224,8 @@ def evaluate_state(protocol: Protocol, state: dict, splits: dict, device=None) -
         split = splits[name]
         x = training.model_input(split, protocol, device)
         lg = training.logits(model, x, protocol.eval_batch_size, protocol)
+        if not torch.isfinite(lg).all():  # finite weights can still overflow float32 (huge ones)
+            raise ValueError(f"the model's outputs on the {name} set are not finite (NaN or inf): weights too large?")
         out[f"{'val' if name == 'validation' else name}_acc"] = (
             100.0 * (lg.argmax(1) == split.age_group).double().mean().item())
         if name == "forget":

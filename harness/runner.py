@@ -204,17 +204,18 @@ def _reason(status: dict | None, exit_info: str, protocol: Protocol) -> str:
     failure, it never decides that a run succeeded."""
     if status is None or status.get("ok"):
         return f"the run ended without finishing ({exit_info}): it exited or was killed inside unlearning()"
-    error = str(status.get("error", ""))
+    error = status.get("error")
+    error = error if isinstance(error, str) else "(no message)"
     if "MemoryError" in error or "can't allocate memory" in error or "DefaultCPUAllocator" in error:
         return f"the run ran out of its memory limit ({protocol.memory_limit_gb} GiB): {_last_line(error)}"
     stage = status.get("stage")
     if stage == "import":
         return f"importing the submission failed: {_last_line(error)}"
-    if stage == "contract":
-        return error
-    if stage == "unlearning":
-        return f"unlearning() raised: {_last_line(error)}" if "Traceback" in error else error
-    return f"the run failed during {stage}: {_last_line(error)}"
+    if stage == "unlearning" and "Traceback" in error:
+        return f"unlearning() raised: {_last_line(error)}"
+    if stage in ("contract", "unlearning"):
+        return _last_line(error)
+    return f"the run failed during {str(stage)[:40]}: {_last_line(error)}"
 
 
 def _last_line(text: str, cap: int = 400) -> str:
@@ -319,6 +320,16 @@ def _read_control(fd: int, lines: list) -> None:
                 break
 
 
+def _json_object(text) -> dict | None:
+    """A JSON object from a run's pipe, or None for anything else: malformed, nested past the
+    parser's depth (RecursionError), or not an object."""
+    try:
+        obj = json.loads(text)
+    except Exception:  # noqa: BLE001 - ValueError, RecursionError, ...: whatever the run wrote
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def _control_facts(lines: list) -> tuple[dict | None, float | None, str | None]:
     """(isolation layers, ready time, sandbox setup error) from the control lines. Only the first
     isolation line counts (the init writes it before the run exists), and the first `ready`."""
@@ -327,13 +338,12 @@ def _control_facts(lines: list) -> tuple[dict | None, float | None, str | None]:
         if text == "ready":
             ready = t if ready is None else ready
             continue
-        try:
-            msg = json.loads(text)
-        except ValueError:
+        msg = _json_object(text)
+        if msg is None:
             continue
-        if isinstance(msg, dict) and isolation is None and isinstance(msg.get("isolation"), dict):
+        if isolation is None and isinstance(msg.get("isolation"), dict):
             isolation = msg["isolation"]
-        if isinstance(msg, dict) and error is None and "setup_error" in msg:
+        if error is None and "setup_error" in msg:
             error = str(msg["setup_error"])
     return isolation, ready, error
 
@@ -417,9 +427,7 @@ def load_weights(blob: bytes, original: dict) -> dict:
 
     from harness import models
 
-    weights = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    if not isinstance(weights, dict):
-        raise ValueError("the saved weights are not a state dict")
+    weights = models.plain_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
     models.check_same_architecture(original, weights)
     models.check_finite(weights)
     return weights
@@ -433,7 +441,10 @@ def evaluate_weights(protocol: Protocol, state: dict, weights: dict, fail: str) 
     from harness import copies, reference_pool
 
     t_eval = time.perf_counter()
-    metrics = reference_pool.evaluate_state(protocol, weights, state["splits"])
+    try:
+        metrics = reference_pool.evaluate_state(protocol, weights, state["splits"])
+    except Exception as e:  # noqa: BLE001 - whatever checked weights still do to the evaluation is the run's failure
+        raise RunError(fail + f"its weights cannot be evaluated: {_last_line(str(e) or type(e).__name__)}") from None
     metrics["eval_seconds"] = time.perf_counter() - t_eval
     near = copies.nearest(copies.weight_vector(weights), np.asarray(metrics["forget_confidences"]),
                           state["pool_vecs"], state["pool_conf"])
@@ -489,7 +500,7 @@ def sandboxed_process(box: Path, pool_dir: Path, limit_s: float, sandbox: str, c
     spec = {"mode": sandbox, "inputs": str(box / "inputs"), "root": str(box / "root"),
             "fallback_scratch": str(fallback_workdir or box / "scratch"),
             "hide": sorted({*_hidden_paths(pool_dir), *map(str, hide)}),
-            "scratch_mb": SCRATCH_MB, "env": env, "result_fd": res_w, "control_fd": ctl_w, "module": module,
+            "scratch_mb": SCRATCH_MB, "env": env, "parent": os.getpid(), "result_fd": res_w, "control_fd": ctl_w, "module": module,
             "binds": [[str(s), t, bool(w)] for s, t, w in binds], "workdir": workdir}
     before = _children(os.getpid())
     started = time.perf_counter()
@@ -527,14 +538,9 @@ def sandboxed_process(box: Path, pool_dir: Path, limit_s: float, sandbox: str, c
     code = proc.returncode
     exit_info = (f"killed by signal {signal.Signals(code - 128).name}" if 128 < code < 128 + 65
                  else f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}")
-    status = None
     data = payload.get("data", b"")
     head, _, weights = data.partition(b"\n")
-    try:
-        status = json.loads(head)
-        status = status if isinstance(status, dict) else None
-    except ValueError:
-        pass
+    status = _json_object(head)
     isolation, ready, setup_error = _control_facts(control)
     return {"timed_out": timed_out, "started": started, "exit": exited, "wall": exited - started, "ready": ready,
             "isolation": isolation, "setup_error": setup_error, "status": status, "exit_info": exit_info,

@@ -376,8 +376,14 @@ def _reap_all() -> None:
 
 def main() -> int:
     spec = json.loads(sys.stdin.read())
+    # Dies with the worker that started it (a worker killed when a score fails or is interrupted),
+    # and with it init and the whole run (init's own death signal, then the PID namespace).
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != spec.get("parent", os.getppid()):
+        return 125  # the worker died before the line above took effect
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     namespaced, how = enter_namespaces(spec["mode"])
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # again: a new user namespace's credentials clear it
     if not namespaced and spec["mode"] == "require":
         os.write(spec["control_fd"], (json.dumps({"isolation": {"namespaces": False, "refused": how}}) + "\n").encode())
         return 125

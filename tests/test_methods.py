@@ -63,10 +63,13 @@ def test_score_all_reports_a_failing_method_and_keeps_the_others(quick_pool, res
     folder.mkdir()
     shutil.copy(SUBMISSIONS / "noop.py", folder / "noop.py")
     shutil.copy(SUBMISSIONS / "template.py", folder / "template.py")   # the contract, never scored
-    shutil.copy(BAD / "raises.py", folder / "raises.py")
+    for bad in ("raises.py", "forges_status.py", "huge_weights.py"):  # a failing method, and two that attack the scorer
+        shutil.copy(BAD / bad, folder / bad)
     out = harness("score-all", "--submissions", str(folder), "--profile", "quick", "--k", "2", "--quiet")
     assert out.returncode == 2
     assert "error: raises.py: run " in out.stderr and "ZeroDivisionError" in out.stderr, out.stderr
+    assert "error: forges_status.py: run " in out.stderr and "error: huge_weights.py: run " in out.stderr, out.stderr
+    assert "3 method(s) failed" in out.stderr and "Traceback" not in out.stderr.split("3 method(s) failed")[0]
     assert "| 1 | noop |" in out.stdout and "template" not in out.stdout
     assert [json.loads(f.read_text())["submission_name"] for f in results.glob("*.json")] == ["noop"]
 

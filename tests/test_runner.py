@@ -27,6 +27,9 @@ REJECTED = [
     ("memory_hog", r"ran out of its memory limit \(1.0 GiB\)"),
     ("calls_os_exit", r"ended without finishing \(exit code 0\)"),
     ("kills_itself", r"ended without finishing \(killed by signal SIGKILL\)"),
+    ("forges_status", r"ended without finishing \(exit code 0\)"),
+    ("huge_weights", r"cannot be evaluated: the model's outputs on the \w+ set are not finite"),
+    ("forges_payload", r"is not a dense CPU tensor \(torch.sparse_coo"),
 ]
 
 
@@ -173,3 +176,52 @@ def test_scratch_is_a_size_limited_tmpfs(quick_pool, results):
     out = runner.read_run(runner.run_path(folder, 0))["output"]
     assert f"STOPPED ENOSPC {runner.SCRATCH_MB} MiB" in out, out
     assert r["k"] == 2
+
+
+def _blob(obj) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def test_weights_from_a_run_are_plain_dense_cpu_tensors_or_one_clear_error():
+    """What crosses the pipe is loaded with weights_only, then must be a dict of str -> plain dense
+    CPU tensors with the original's architecture; everything else is one ValueError, never another
+    exception."""
+    import torch
+
+    from harness import models
+
+    original = models.build(FAST).state_dict()
+    first = next(iter(original))
+
+    class Sub(torch.Tensor):
+        pass
+
+    cases = {
+        "not a state dict but a list": [1, 2],
+        "a key that is not a string": {**original, 7: torch.zeros(1)},
+        "is a int, not a plain tensor": {**original, first: 3},
+        "not a dense CPU tensor (torch.strided, meta": {**original, first: torch.empty_like(original[first], device="meta")},
+        "architecture changed": {k: v for k, v in original.items() if k != first},
+    }
+    for reason, obj in cases.items():
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            runner.load_weights(_blob(obj), original)
+    with pytest.raises(Exception) as err:  # a subclass does not even load under weights_only
+        runner.load_weights(_blob({**original, first: original[first].as_subclass(Sub)}), original)
+    assert not isinstance(err.value, (RecursionError, MemoryError))
+    # Two entries sharing one storage (a batch norm's variance saved as its mean) load, each into
+    # storage of its own.
+    mean = next(k for k in original if k.endswith("running_mean"))
+    var = mean.replace("running_mean", "running_var")
+    shared = {**original, var: original[mean]}
+    loaded = torch.load(__import__("io").BytesIO(_blob(shared)), weights_only=True)
+    assert loaded[var].untyped_storage().data_ptr() == loaded[mean].untyped_storage().data_ptr()
+    weights = runner.load_weights(_blob(shared), original)
+    assert weights[var].untyped_storage().data_ptr() != weights[mean].untyped_storage().data_ptr()
+    assert torch.equal(weights[var], original[mean])

@@ -109,6 +109,29 @@ def test_failed_run_through_the_cli_names_the_run_and_publishes_nothing(quick_po
     assert not (tmp_path / "results").exists()
 
 
+def test_a_failing_run_stops_the_score_within_seconds_while_the_other_worker_is_busy(quick_pool, tmp_path):
+    """Run 0 fails while the other worker's run is busy and would be allowed a minute more (a
+    custom budget of 100 retrains): the command names run 0 and exits within seconds, with no
+    traceback of its own, its workers stopped and every process of every run gone."""
+    from conftest import processes_with
+
+    marker = "harness-busy-marker-91d4"
+    started = time.perf_counter()
+    out = harness("score", str(BAD / "fails_while_other_busy.py"), "--profile", "quick", "--k", "8", "--workers", "2",
+                  "--budget-fraction", "100", "--quiet", env={"HARNESS_RESULTS_DIR": str(tmp_path / "results")},
+                  timeout=120)
+    elapsed = time.perf_counter() - started
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stderr.startswith("error: run 0 (seed 2000) failed: unlearning() raised: RuntimeError: run zero fails")
+    assert "InvalidStateError" not in out.stderr and "Exception in thread" not in out.stderr, out.stderr
+    assert elapsed < 25, f"the score took {elapsed:.0f} s to stop"
+    deadline = time.time() + 5
+    while processes_with(marker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert processes_with(marker) == []
+    assert not (tmp_path / "results").exists()
+
+
 def test_check_accepts_the_shipped_submissions_and_rejects_a_bad_one(quick_pool):
     ok = harness("check", str(SUBMISSIONS / "finetune.py"), "--quiet")
     assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr[-2000:]

@@ -79,18 +79,26 @@ class _Progress:
 
 
 def _failure_message(status: dict | None, exit_info: str) -> str:
+    """The kernel's status line in words. It comes from inside the sandbox, where the notebook's code
+    could have written it: every field is coerced to what it should be, and capped."""
     if not status:
         return f"the notebook's kernel ended without a word ({exit_info})"
+
+    def text(key: str, cap: int = 400) -> str:
+        value = status.get(key)
+        return (value if isinstance(value, str) else "" if value is None else type(value).__name__)[:cap]
+
+    cell, count = status.get("cell"), status.get("execution_count")
     if status.get("stage") == "cell":
-        where = f"cell {status['cell'] + 1}" + (f" [{status['execution_count']}]" if status.get("execution_count") else "")
-        first = next((ln for ln in str(status.get("source", "")).splitlines() if ln.strip()), "")
-        return (f"{where} raised {status.get('ename')}: {status.get('evalue')}"
+        where = (f"cell {cell + 1}" if type(cell) is int else "a cell") + (f" [{count}]" if type(count) is int else "")
+        first = next((ln for ln in text("source", 2000).splitlines() if ln.strip()), "")
+        return (f"{where} raised {text('ename', 80)}: {text('evalue')}"
                 + (f"\n{where} begins: {first.strip()[:120]}" if first else "")
-                + (f"\n{status['traceback']}" if status.get("traceback") else ""))
+                + (f"\n{text('traceback', 4000)}" if text("traceback") else ""))
     if status.get("stage") == "kernel":
-        return f"the notebook's kernel failed: {status.get('ename')}: {status.get('evalue')}"
-    error = str(status.get("error", "")).strip().splitlines()
-    return f"the notebook could not be started: {error[-1] if error else exit_info}"
+        return f"the notebook's kernel failed: {text('ename', 80)}: {text('evalue')}"
+    error = text("error", 100_000).strip().splitlines()
+    return f"the notebook could not be started: {error[-1][:400] if error else exit_info}"
 
 
 def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: int | None = None,
