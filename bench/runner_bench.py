@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import protocol as protocol_mod, reference_pool, runner, score
+from harness import budget, protocol as protocol_mod, reference_pool, runner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def main(profile: str = "default") -> dict:
         sub = runner.Submission.load(sub_path)
         workers = reference_pool.default_workers(protocol)
         started = time.perf_counter()
-        runs = runner.run_all(protocol, pool, sub, protocol.k, score.budget_seconds(protocol, pool), workers)
+        runs = runner.run_all(protocol, pool, sub, protocol.k, budget.make(protocol, pool, workers=workers), workers)
         wall = time.perf_counter() - started
         shutil.rmtree(runner.runs_dir(pool.dir, protocol, sub), ignore_errors=True)
     out = {"profile": profile, **summarise(runs, wall, workers)}

@@ -15,6 +15,7 @@ from pathlib import Path
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 LADDER = ("submissions/noop.py", "submissions/finetune.py", "submissions/retrain.py")
+CHECK_BUDGET_FRACTION = 5.0  # `check` judges the contract, not the time: a slow method still runs to the end
 
 
 def _protocol(args):
@@ -42,7 +43,8 @@ def cmd_score(args) -> int:
     from harness import score
 
     return _report(score.score(args.submission, _protocol(args), k=args.k, workers=args.workers,
-                               budget_fraction=args.budget_fraction, progress=not args.quiet), args.json)
+                               budget_fraction=args.budget_fraction, progress=not args.quiet, oracle=args.oracle),
+                   args.json)
 
 
 def cmd_score_all(args) -> int:
@@ -83,19 +85,25 @@ def cmd_reference(args) -> int:
 
 
 def cmd_check(args) -> int:
-    """Run the submission once on the `quick` profile in an isolated worker, report the contract."""
-    from harness import parallel, protocol as protocol_mod, reference_pool, runner, score
+    """Run the submission once on the `quick` profile in an isolated worker, report the contract.
+    The run gets CHECK_BUDGET_FRACTION retrains of time, so that a slow method still has its
+    contract checked; its time is then set against the protocol's budget."""
+    from harness import budget, parallel, protocol as protocol_mod, reference_pool, runner, score
 
     submission = runner.Submission.load(args.submission)
     protocol = protocol_mod.get("quick")
     pool = reference_pool.ensure(protocol, 2, progress=not args.quiet)
-    budget_s = score.budget_seconds(protocol, pool)
+    generous = budget.make(protocol, pool, fraction=CHECK_BUDGET_FRACTION)
+    rule = budget.make(protocol, pool)
     with tempfile.TemporaryDirectory(prefix="harness-check-") as out:
-        job = runner.run_job(protocol, pool, submission, 0, budget_s, Path(out), runner.sandbox_mode())
+        job = runner.run_job(protocol, pool, submission, 0, generous, Path(out), runner.sandbox_mode())
         rec = next(parallel.run([job], 1, progress=False, desc="check", unit="run"))
     iso = score.isolation([rec])
+    within = "within" if rec["seconds"] <= rule.limit_s else "OVER"
     print(f"ok: {args.submission} meets the contract (sha256 {submission.sha256[:12]})")
-    print(f"  unlearning() ran in {rec['seconds']:.2f} s on profile quick (budget {budget_s:.1f} s)")
+    print(f"  unlearning() ran in {rec['seconds']:.2f} s on profile quick: {rec['seconds'] / rule.retrain_s:.2f} x one "
+          f"retrain ({within} the protocol's {rule.fraction:g} x + {protocol.unlearn_budget_tolerance:.0%} tolerance "
+          f"= {rule.limit_s:.2f} s)")
     print("  architecture unchanged (state-dict keys, shapes, dtypes); all weights finite; not a copy of the pool")
     print(f"  sandbox: {'yes' if iso['sandboxed'] else 'NO (' + '; '.join(iso['refused']) + ')'}; "
           + ", ".join(f"{k} {'yes' if iso[k] else 'no'}" for k in score.ISOLATION_LAYERS))
@@ -167,12 +175,11 @@ def cmd_report(args) -> int:
                                     "submission .py") from None
     else:
         protocol = _protocol(args)
-        k, fraction = score.population(protocol, args.k), score_all.budget_fraction(target)
-        result = score_all.stored(protocol, target, k, fraction, score_all.stored_results())
+        k = score.population(protocol, args.k)
+        result = score_all.stored(protocol, target, k, score_all.stored_results())
         if result is None:
             print(f"no stored score of {target} on profile {protocol.name} at K={k}: scoring it first", file=sys.stderr)
-            result = score.score(str(target), protocol, k=k, workers=args.workers, budget_fraction=fraction,
-                                 progress=not args.quiet)
+            result = score.score(str(target), protocol, k=k, workers=args.workers, progress=not args.quiet)
     out = Path(args.out) if args.out else paths.results_dir() / "reports" / result["id"]
     html = page.write(collect.load(result), out)
     print(f"report: {html}")
@@ -181,14 +188,12 @@ def cmd_report(args) -> int:
 
 def cmd_ladder(args) -> int:
     """The sanity ladder: retrain oracle > finetune > noop on the competition score."""
-    from harness import score, score_all
+    from harness import score
 
     protocol = _protocol(args)
     rows = []
-    for path in LADDER:
-        fraction = score_all.budget_fraction(Path(path))
-        r = score.score(path, protocol, k=args.k, workers=args.workers, budget_fraction=fraction,
-                        progress=not args.quiet)
+    for path in LADDER:  # the oracle (retrain.py) declares its own budget in its file
+        r = score.score(path, protocol, k=args.k, workers=args.workers, progress=not args.quiet)
         rows.append(r)
         print(score.summary_text(r), flush=True)
     print(f"\nsanity ladder on profile {protocol.name}, K={rows[0]['k']}:")
@@ -229,7 +234,7 @@ def cmd_data(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness import protocol
+    from harness import budget, protocol
 
     profiles = ", ".join(protocol.PROFILES)
     p = argparse.ArgumentParser(prog="unlearning-harness", description=__doc__.splitlines()[0])
@@ -269,7 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("submission", help="a .py file defining unlearning(net, retain_loader, forget_loader, val_loader)")
     s.add_argument("--k", type=int, default=None, help="runs and retrained models (default: the profile's K)")
     s.add_argument("--budget-fraction", type=float, default=None,
-                   help="override the time budget (fraction of one retrain); the result is marked as off-protocol")
+                   help="a custom time budget (fraction of one retrain): the result is marked custom and never ranked "
+                        "beside the protocol budget's")
+    s.add_argument("--oracle", type=float, nargs="?", const=budget.DEFAULT_ORACLE_FRACTION, default=None,
+                   metavar="FRACTION",
+                   help="score it as an oracle with its own budget (default 3 retrains; a file can declare "
+                        "ORACLE_BUDGET_FRACTION instead): its row says 'oracle, own budget' and is never ranked")
     s.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     common(s)
     s.set_defaults(func=cmd_score)

@@ -35,7 +35,7 @@ from harness import paths
 if TYPE_CHECKING:  # pandas and matplotlib are imported where they are used: `record` stays light
     import pandas as pd
 
-SCHEMA_VERSION = 2  # 2: sandboxed, suspicious
+SCHEMA_VERSION = 3  # 2: sandboxed, suspicious; 3: competition_budget, not_competition, public_seeds
 DB_NAME = "leaderboard.sqlite"
 LOCK_NAME = ".leaderboard.lock"
 TABLE = "results"
@@ -77,6 +77,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("protocol_budget", "INTEGER"),          # 1, 0, or NULL when the result does not say
     ("sandboxed", "INTEGER"),                # 1 when every run had the whole sandbox, 0, or NULL (older results)
     ("suspicious", "TEXT"),                  # why F is not believable (far above the null ceiling), or NULL
+    ("competition_budget", "INTEGER"),       # 1: the competition's budget, so ranked; 0: never ranked beside those
+    ("not_competition", "TEXT"),             # why not (an oracle's own budget, a custom one, a floor), or NULL
+    ("public_seeds", "INTEGER"),             # 1: the pool's seeds and data are public (reproducible, not secret)
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 
@@ -98,7 +101,7 @@ TABLE_COLUMNS = (
     "ref_test_acc", "ref_forget_acc", "retain_acc_ratio", "test_acc_ratio", "unlearning_s",
     "total_s", "k", "created", "sha", "id", "profile", "submission_name", "protocol_version",
     "reference_hash", "budget_s", "budget_fraction", "over_budget_runs", "protocol_budget",
-    "sandboxed", "suspicious", "off_budget", "note",
+    "sandboxed", "suspicious", "competition_budget", "not_competition", "public_seeds", "off_budget", "note",
 )
 
 
@@ -207,6 +210,13 @@ def _row(result) -> tuple:
         "protocol_budget": int(protocol_budget) if isinstance(protocol_budget, bool) else None,
         "sandboxed": int(sandboxed) if isinstance(sandboxed := isolation.get("sandboxed"), bool) else None,
         "suspicious": _text(result.get("suspicious")),
+        # Results from before protocol 2.0 do not say: their own budget's kind stands in.
+        "competition_budget": (int(budget["competition"]) if isinstance(budget.get("competition"), bool)
+                               else int(protocol_budget) if isinstance(protocol_budget, bool) else None),
+        "not_competition": _text(budget.get("not_competition")) or (
+            "custom budget" if protocol_budget is False else None),
+        "public_seeds": int(pub) if isinstance(pub := (result.get("secrets") or {}).get("public_seeds")
+                                               if isinstance(result.get("secrets"), dict) else None, bool) else None,
     }
     for name, value in values.items():
         # JSON can carry lone surrogates ("\ud800"), which SQLite cannot store
@@ -437,35 +447,43 @@ def table(results_dir: Path, profile: str | None = None, history: bool = False) 
     df = df.sort_values(["_t", "id"], kind="stable")
     if not history:
         df = df.drop_duplicates(["profile", "submission"], keep="last")
+    # Ranked: the results under the competition's budget, best first. The others (an oracle's own
+    # budget, a custom one) follow, unranked: a different rule is never ranked beside it.
+    df["_ranked"] = (df["competition_budget"] == 1).fillna(False).astype(bool)
     df["_neg_score"] = -df["score"]  # NaN scores sort last
-    df = df.sort_values(["profile", "_neg_score", "_t", "id"], na_position="last", kind="stable")
-    df["rank"] = df.groupby("profile").cumcount() + 1
+    df["_unranked"] = ~df["_ranked"]
+    df = df.sort_values(["profile", "_unranked", "_neg_score", "_t", "id"], na_position="last", kind="stable")
+    df["rank"] = (df.groupby("profile")["_ranked"].cumsum()).where(df["_ranked"]).astype("Int64")
 
     df["sha"] = df["submission_sha256"].map(lambda s: s[:8] if isinstance(s, str) else "")
     df["k"] = df["k"].astype("Int64")
     df["over_budget_runs"] = df["over_budget_runs"].astype("Int64")
     df["protocol_budget"] = df["protocol_budget"].map(
         lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
-    custom = (df["protocol_budget"] == False).fillna(False).astype(bool)  # noqa: E712
-    over = (df["over_budget_runs"].fillna(0) > 0).astype(bool)
-    df["off_budget"] = custom | over
-
+    df["off_budget"] = ~df["_ranked"]
+    for flag in ("competition_budget", "public_seeds"):
+        df[flag] = df[flag].map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
     df["sandboxed"] = df["sandboxed"].map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
 
-    def note(c: bool, n, sandboxed, suspicious) -> str:
+    def note(why, n, sandboxed, suspicious, public) -> str:
         parts = []
         if isinstance(suspicious, str) and suspicious:
             parts.append("SUSPICIOUS: F far above the null ceiling")
         if sandboxed is False:
             parts.append("not sandboxed")
-        if c:
-            parts.append("custom budget")
+        if isinstance(why, str) and why:
+            parts.append(f"not ranked: {why}")
+        if public is True:
+            parts.append("public seeds")
         if not pd.isna(n) and n > 0:
-            parts.append(f"{int(n)} run{'s' if n != 1 else ''} over budget")
+            parts.append(f"{int(n)} run{'s' if n != 1 else ''} over the budget, within its tolerance")
         return "; ".join(parts)
 
-    df["note"] = [note(c, n, None if pd.isna(b) else bool(b), x) for c, n, b, x in
-                  zip(custom, df["over_budget_runs"], df["sandboxed"], df["suspicious"])]
+    df["note"] = [note(w if not r else None, n, None if pd.isna(b) else bool(b), x, None if pd.isna(p) else bool(p))
+                  for w, r, n, b, x, p in zip(df["not_competition"].where(df["not_competition"].notna(), "not the "
+                                                                          "competition's budget"), df["_ranked"],
+                                              df["over_budget_runs"], df["sandboxed"], df["suspicious"],
+                                              df["public_seeds"])]
     df = df[list(TABLE_COLUMNS)].reset_index(drop=True)
     df.attrs.update(profile=profile, history=history)
     return df
@@ -521,7 +539,7 @@ def render(df: "pd.DataFrame") -> str:
 
     sub_header, sub_values = left(df["submission"], "submission")
     out = pd.DataFrame({
-        "rank": df["rank"].astype(int).astype(str),
+        "rank": ["-" if pd.isna(v) else str(int(v)) for v in df["rank"]],
         sub_header: sub_values,
         "score": [_fmt(v, ".4f") for v in df["score"]],
         "95% CI": [ci(lo, hi) for lo, hi in zip(df["ci95_low"], df["ci95_high"])],
@@ -548,7 +566,11 @@ def render(df: "pd.DataFrame") -> str:
     lines.append("Higher score is better. Rows whose 95% intervals overlap are not a clear win: "
                  "their order may change with another K or seed.")
     if df["off_budget"].any():
-        lines.append("note: rows with a custom budget or over-budget runs are not protocol results.")
+        lines.append("note: rows ranked '-' ran under another budget than the competition's (an oracle's own, a custom "
+                     "one, a floor): they are shown, never ranked beside the others.")
+    if (df["public_seeds"] == True).fillna(False).any():  # noqa: E712
+        lines.append("note: 'public seeds' rows were scored on a pool anyone can rebuild from the public protocol "
+                     "(--public-seeds): reproducible, but a submission could have derived the pool or the test split.")
     if (df["sandboxed"] == False).fillna(False).any():  # noqa: E712
         lines.append("note: 'not sandboxed' rows ran where the platform refused the sandbox: their runs could "
                      "read the cache.")
@@ -605,7 +627,7 @@ def plot(df: "pd.DataFrame", path: Path) -> Path:
                        label="earlier results")
         multi_profile = latest["profile"].nunique() > 1
         for off, style in ((False, dict(fmt="o", color="C0", mfc="C0", label="protocol budget")),
-                           (True, dict(fmt="o", color="C3", mfc="white", label="custom / over budget"))):
+                           (True, dict(fmt="o", color="C3", mfc="white", label="not ranked: own or custom budget"))):
             sel = latest[latest["off_budget"] == off]
             if not len(sel):
                 continue

@@ -78,6 +78,9 @@ class Protocol:
     # --- arithmetic ---
     precision: str = "fp32"               # "bf16": bfloat16 autocast in training and evaluation (a GPU option)
 
+    # --- the run budget's tolerance for timer noise (harness.budget) ---
+    unlearn_budget_tolerance: float = 0.5   # a run fails past budget x (1 + this): the timer noise `make bench` measures
+
     @property
     def major(self) -> int:
         return int(PROTOCOL_VERSION.split(".")[0])
@@ -88,7 +91,8 @@ class Protocol:
     def reference_fields(self) -> dict:
         """The fields that decide the reference pool's models (see module docstring)."""
         unlearning_side = {"name", "k", "unlearn_seed0", "loader_batch_size", "unlearn_budget_fraction",
-                           "unlearn_budget_min_s", "unlearn_grace_s", "memory_limit_gb", "eval_batch_size", "device"}
+                           "unlearn_budget_min_s", "unlearn_grace_s", "memory_limit_gb", "eval_batch_size", "device",
+                           "unlearn_budget_tolerance"}
         fields = {k: v for k, v in self.to_dict().items() if k not in unlearning_side and k not in DATA_FIELDS}
         if self.precision == "fp32":  # a 1.4 protocol's hash: existing fp32 pools stay valid
             del fields["precision"]
@@ -141,7 +145,7 @@ QUICK = Protocol(
     epochs=12, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=8,
     k=8, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
-    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=20.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
+    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
     max_images=1200,
 )
@@ -159,7 +163,7 @@ DEFAULT = Protocol(
     epochs=10, batch_size=128, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=7,
     k=32, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
-    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=10.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
+    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
     max_images=7500,
 )
@@ -191,7 +195,7 @@ KAGGLE_MINI = Protocol(
     epochs=8, batch_size=64, optimizer="adam", lr=1e-4, weight_decay=5e-3, schedule="cosine",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=6,
     k=8, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
-    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=10.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
+    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
     max_images=2500,
 )
@@ -199,16 +203,18 @@ KAGGLE_MINI = Protocol(
 # Real handwritten digits that ship inside scikit-learn (1,797 images, 8x8, 10 classes): a profile
 # that runs end to end offline on real images. They have no identities, so the profile forgets a
 # random 5% of the training images (72 of them; 2% would leave a noisy mean over 29 examples), and
-# --scenario class works too.
+# --scenario class works too. Since 2.0 they are brought to 32x32 (the competition's input size)
+# for the pool-first CNN: at 8x8 a retrain took ~1 s, so 20% of it was too short to time against
+# the timer's noise; at 32x32 a retrain takes ~5 s and a run's budget ~1 s, as on `default`.
 DIGITS = Protocol(
     name="digits",
-    data_source="digits", data_seed=0, n_identities=0, images_per_identity=(0, 0), image_size=8, n_forget_identities=15,
+    data_source="digits", data_seed=0, n_identities=0, images_per_identity=(0, 0), image_size=32, n_forget_identities=15,
     split_seed=0, split_fractions=(0.8, 0.1, 0.1), n_classes=10, pixel_scale="unit",
-    arch="cnn", width=16,
+    arch="cnn-pool-first", width=16,
     epochs=12, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=8,
     k=16, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
-    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=10.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
+    loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
     scenario="random", forget_fraction=0.05,
 )

@@ -302,6 +302,20 @@ def _train_one(protocol_dict: dict, data_root: str, root: str, j: int | None, se
     return _write_record(protocol, splits, root, j, state, info, commitment)
 
 
+def time_slice(protocol_dict: dict, data_root: str) -> float:
+    """In a worker: the seconds of one epoch of the recipe on the retain set, the last of
+    budget.CALIBRATION_EPOCHS of a fresh model (the first pays one-time costs). What the run budget
+    is scaled by when the pool was trained on another machine (harness.budget)."""
+    from harness import budget, protocol as protocol_mod, training
+
+    protocol = protocol_mod.from_dict(protocol_dict)
+    set_worker_threads(protocol)
+    splits = worker_splits(Path(data_root))
+    _, info = training.train(protocol, splits["retain"], splits["validation"], seed=0, best_from_epoch=10**9,
+                             epochs=budget.CALIBRATION_EPOCHS)
+    return info["epoch_seconds"][-1]
+
+
 def _train_stack_job(protocol_dict: dict, data_root: str, root: str, js: list[int], seeds: list[int],
                      commitment: str | None) -> list[dict]:
     """Train retrained models js (seeds in the same order) together as one stack

@@ -35,14 +35,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import paths
+from harness import cgroups, paths
 from harness.protocol import ACTIVE_ENV, Protocol
 
 OUTPUT_KEEP_BYTES = 16_384    # head and tail of a run's stdout/stderr kept for the log
 TRACEBACK_TAIL_LINES = 12
-RUNNER_VERSION = "sandbox-3"  # in every runs folder's key: runs of an older runner are not reused
+RUNNER_VERSION = "sandbox-4"  # in every runs folder's key: runs of an older runner are not reused
                               # (2: loaders in the Kaggle notebooks' order, seeded after the model is loaded;
-                              # 3: records keep the report's outputs, run 0 keeps its weights for saliency maps)
+                              # 3: records keep the report's outputs, run 0 keeps its weights for saliency maps;
+                              # 4: the net in channels_last, a cgroup, the competition's budget)
 SANDBOX_ENV = "HARNESS_SANDBOX"
 SANDBOX_MODES = ("auto", "require", "userns", "off")
 SCRATCH_MB = 1024             # each of the run's tmpfs folders (/scratch, /tmp, /dev/shm)
@@ -58,10 +59,14 @@ class RunError(RuntimeError):
     """One unlearning run failed; the message names the run and the reason."""
 
 
+ORACLE_NAME = "ORACLE_BUDGET_FRACTION"  # declared in a file: an oracle, with this many retrains of budget
+
+
 @dataclass(frozen=True)
 class Submission:
     path: Path
     sha256: str
+    oracle_budget_fraction: float | None = None  # ORACLE_NAME = <number> at the file's top level
 
     @property
     def name(self) -> str:
@@ -79,12 +84,26 @@ class Submission:
             raise SubmissionError(f"submission {path} is not a Python file (.py): copy submissions/template.py and start from it")
         blob = p.read_bytes()
         try:
-            ast.parse(blob, filename=str(p))
+            tree = ast.parse(blob, filename=str(p))
         except SyntaxError as e:
             raise SubmissionError(f"submission {path} is not valid Python: line {e.lineno}: {e.msg}") from None
-        except ValueError as e:  # null bytes and the like: not a text file
-            raise SubmissionError(f"submission {path} is not valid Python: {e}") from None
-        return cls(p.resolve(), hashlib.sha256(blob).hexdigest())
+        except (ValueError, RecursionError) as e:  # null bytes, absurd nesting: not a submission
+            raise SubmissionError(f"submission {path} is not valid Python: {e or type(e).__name__}") from None
+        return cls(p.resolve(), hashlib.sha256(blob).hexdigest(), _declared_oracle(tree, path))
+
+
+def _declared_oracle(tree: ast.Module, path) -> float | None:
+    """The file's ORACLE_BUDGET_FRACTION (a positive number literal at its top level), or None. The
+    harness never imports a submission: this reads the source."""
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == ORACLE_NAME for t in targets):
+            value = node.value
+            if not (isinstance(value, ast.Constant) and type(value.value) in (int, float) and value.value > 0):
+                raise SubmissionError(f"submission {path} declares {ORACLE_NAME} as something other than a positive "
+                                      f"number: write it as a literal, e.g. {ORACLE_NAME} = 3.0")
+            return float(value.value)
+    return None
 
 
 def runs_dir(pool_dir: Path, protocol: Protocol, submission: Submission, budget_fraction: float | None = None,
@@ -97,7 +116,7 @@ def runs_dir(pool_dir: Path, protocol: Protocol, submission: Submission, budget_
     key = hashlib.sha256(json.dumps({
         "sha": submission.sha256, "seed0": protocol.unlearn_seed0, "batch": protocol.loader_batch_size,
         "device": protocol.device, "budget_fraction": fraction, "budget_min_s": protocol.unlearn_budget_min_s,
-        "grace_s": protocol.unlearn_grace_s, "memory_gb": protocol.memory_limit_gb, "runner": RUNNER_VERSION,
+        "tolerance": protocol.unlearn_budget_tolerance, "grace_s": protocol.unlearn_grace_s, "memory_gb": protocol.memory_limit_gb, "runner": RUNNER_VERSION,
         "unsandboxed": sandbox == "off"}, sort_keys=True).encode()).hexdigest()[:16]
     return pool_dir / "runs" / f"{submission.name}-{key}"
 
@@ -199,9 +218,12 @@ def _output_text(keep: dict) -> str:
             + tail.decode(errors="replace"))
 
 
-def _reason(status: dict | None, exit_info: str, protocol: Protocol) -> str:
+def _reason(status: dict | None, exit_info: str, protocol: Protocol, usage: dict | None = None) -> str:
     """A failed run's reason in words. The status line comes from the run: it only words the
     failure, it never decides that a run succeeded."""
+    if (usage or {}).get("oom_killed"):
+        return (f"the run ran out of its memory limit ({protocol.memory_limit_gb} GiB, its tmpfs folders and every "
+                f"process it started included): the kernel killed it ({exit_info})")
     if status is None or status.get("ok"):
         return f"the run ended without finishing ({exit_info}): it exited or was killed inside unlearning()"
     error = status.get("error")
@@ -307,6 +329,7 @@ def _read_capped(fd: int, keep: dict, cap: int) -> None:
         total += len(chunk)
         if total <= cap:
             chunks.append(chunk)
+    keep["eof"] = time.perf_counter()
     os.close(fd)
     keep.update(data=b"".join(chunks), total=total)
 
@@ -349,15 +372,16 @@ def _control_facts(lines: list) -> tuple[dict | None, float | None, str | None]:
 
 
 def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submission: str, i: int, seed: int,
-            budget_s: float, out_dir: str, sandbox: str = "auto") -> dict:
+            budget_dict: dict, out_dir: str, sandbox: str = "auto") -> dict:
     """One unlearning run, in a worker process: start the sandbox, time it, check and evaluate its
     weights, write the run record. Raises RunError on any failure (nothing is written then)."""
     import torch
 
-    from harness import protocol as protocol_mod, reference_pool
+    from harness import budget as budget_mod, protocol as protocol_mod, reference_pool
 
     task_started = time.perf_counter()
     protocol = protocol_mod.from_dict(protocol_dict)
+    budget = budget_mod.Budget(**budget_dict)
     reference_pool.set_worker_threads(protocol)
     state = _worker_state(protocol, Path(pool_dir), Path(data_root), k)
     box = Path(tempfile.mkdtemp(prefix=f"{BOX_PREFIX}{os.getpid()}-{i:04d}-"))
@@ -371,21 +395,30 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
         (inputs / "run.json").write_text(json.dumps({"protocol": protocol_dict, "seed": seed, "memory_limit_gb": memory}))
         for sub in ("root", "scratch"):
             (box / sub).mkdir()
-        result = _sandboxed(protocol, box, Path(pool_dir), budget_s, sandbox,
+        result = _sandboxed(protocol, box, Path(pool_dir), budget, sandbox,
                             cap=4 * len(state["inputs"]["original.pt"]) + (1 << 20))
     finally:
         shutil.rmtree(box, ignore_errors=True)
 
     fail = f"run {i} (seed {seed}) failed: "
+    if result["timed_out"] == "setup":
+        raise RunError(fail + f"the sandbox did not start it within {budget.setup_s:.0f} s (the harness's own setup, "
+                              "before the run's clock): is the machine overloaded? Run the same command again")
     if result["timed_out"]:
-        raise RunError(f"run {i} (seed {seed}) exceeded its time budget: killed after {result['wall']:.1f} s "
-                       f"(budget {budget_s:.1f} s + {protocol.unlearn_grace_s:.0f} s setup grace)")
+        raise RunError(f"run {i} (seed {seed}) exceeded its time budget: still running {budget.kill_s:.2f} s after "
+                       f"its clock started ({budget.kill_s / budget.seconds:.1f}x its budget of {budget.seconds:.2f} s "
+                       f"+ {budget.tolerance_s:.2f} s tolerance), and was killed")
     check_sandbox(result, sandbox, fail)
     isolation, status = result["isolation"], result["status"]
     if not status or not status.get("ok") or result["ready"] is None:
         detail = _tail(status["error"]) if status and isinstance(status.get("error"), str) else ""
-        raise RunError(fail + _reason(status, result["exit_info"], protocol)
+        raise RunError(fail + _reason(status, result["exit_info"], protocol, result["usage"])
                        + (f"\n{detail}" if detail and "Traceback" in detail else ""))
+    # The clock stops when the run can no longer hand anything back: the result pipe's end (no
+    # process of the run holds it any more), or the sandbox's exit if that comes first.
+    seconds = min(result["result_eof"], result["exit"]) - result["ready"]
+    if seconds > budget.limit_s:
+        raise RunError(over_budget(i, seed, seconds, budget))
     try:
         if result["payload_bytes"] > result["cap"]:
             raise ValueError(f"it returned {result['payload_bytes']} bytes, more than a state dict of this "
@@ -394,11 +427,10 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
     except Exception as e:  # noqa: BLE001 - every way the weights can be wrong is the run's failure
         raise RunError(fail + str(e).splitlines()[0]) from None
     metrics, near = evaluate_weights(protocol, state, weights, fail)
-    seconds = result["exit"] - result["ready"]
     rec = {"index": i, "seed": seed, "seconds": seconds, "wall_seconds": result["wall"],
-           "setup_seconds": result["ready"] - result["started"], "budget_s": budget_s,
-           "over_budget": seconds > budget_s, "isolation": isolation,
-           "memory_limit_gb": memory,
+           "setup_seconds": result["ready"] - result["started"], "budget_s": budget.seconds,
+           "limit_s": budget.limit_s, "over_budget": seconds > budget.seconds, "isolation": isolation,
+           "memory_limit_gb": memory, **result["usage"],
            "nearest_retrained": near, "output_bytes": result["output_bytes"], "output": result["output"][-2000:],
            **metrics, "task_seconds": time.perf_counter() - task_started}
     if i == 0:  # one unlearned model's weights, for the report's saliency maps (checked, re-serialised)
@@ -407,6 +439,13 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
         paths.atomic_write_bytes(weights_path(Path(out_dir), i), buf.getvalue())
     paths.atomic_write_json(run_path(Path(out_dir), i), rec)
     return rec
+
+
+def over_budget(i: int, seed: int, seconds: float, budget) -> str:
+    """A run's failure for time, with by how much."""
+    return (f"run {i} (seed {seed}) exceeded its time budget: it took {seconds:.2f} s, {seconds / budget.seconds:.1f}x "
+            f"its budget of {budget.seconds:.2f} s (+ {budget.tolerance_s:.2f} s tolerance for timer noise), over by "
+            f"{seconds - budget.seconds:.2f} s")
 
 
 def check_sandbox(result: dict, sandbox: str, fail: str) -> None:
@@ -418,6 +457,9 @@ def check_sandbox(result: dict, sandbox: str, fail: str) -> None:
     if sandbox == "require" and not sandboxed(isolation):
         raise RunError(fail + f"{SANDBOX_ENV}=require, but {isolation.get('refused', 'the sandbox was refused')}: "
                        f"run as root or enable unprivileged user namespaces")
+    if sandbox == "require" and "cgroup" in isolation and not isolation["cgroup"]:
+        raise RunError(fail + f"{SANDBOX_ENV}=require, but {isolation.get('refused', 'no cgroup')}: run as root, or "
+                       "where cgroups are delegated to you (cgroup v2: systemd-run --user --scope -p Delegate=yes)")
 
 
 def load_weights(blob: bytes, original: dict) -> dict:
@@ -474,23 +516,37 @@ def evaluate_checkpoint(protocol_dict: dict, pool_dir: str, data_root: str, k: i
             "memory_limit_gb": None, "nearest_retrained": near, **metrics}
 
 
-def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget_s: float, sandbox: str, cap: int) -> dict:
+def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget, sandbox: str, cap: int) -> dict:
     """Start the sandbox on box/inputs, police it to the end, and return what it produced and
     when, all measured here."""
     from harness.data import sources
 
-    return sandboxed_process(box, pool_dir, budget_s + protocol.unlearn_grace_s, sandbox, cap,
-                             {ACTIVE_ENV: json.dumps(protocol.to_dict())}, hide=sources.private_paths(protocol))
+    return sandboxed_process(box, pool_dir, budget.setup_s, budget.kill_s, sandbox, cap,
+                             {ACTIVE_ENV: json.dumps(protocol.to_dict())}, limits=run_limits(protocol),
+                             hide=sources.private_paths(protocol))
 
 
-def sandboxed_process(box: Path, pool_dir: Path, limit_s: float, sandbox: str, cap: int, env_extra: dict,
-                      module: str = "harness.child", binds: tuple = (), workdir: str | None = None,
-                      fallback_workdir: Path | None = None, on_tick=None, hide: list[str] = ()) -> dict:
-    """Run `python -m module /inputs RESULT_FD CONTROL_FD` in the sandbox on box/inputs, kill it
-    `limit_s` after it started, and return what it produced and when, all measured here.
+def run_limits(protocol: Protocol):
+    """A run's cgroup (harness.cgroups): the profile's memory, tmpfs included, and on a CPU the
+    thread count the reference models were trained with as its CPU quota."""
+    from harness import training
+
+    cuda = training.resolve_device(protocol).type == "cuda"
+    cpus = None if cuda else float(os.environ.get("HARNESS_THREADS", "1"))
+    return cgroups.Limits(memory_bytes=int(protocol.memory_limit_gb * 2**30), cpus=cpus)
+
+
+def sandboxed_process(box: Path, pool_dir: Path, setup_s: float, limit_s: float, sandbox: str, cap: int,
+                      env_extra: dict, module: str = "harness.child", binds: tuple = (), workdir: str | None = None,
+                      fallback_workdir: Path | None = None, on_tick=None, hide: list[str] = (), limits=None) -> dict:
+    """Run `python -m module /inputs RESULT_FD CONTROL_FD` in the sandbox on box/inputs and return
+    what it produced and when, all measured here. It is killed `setup_s` after its start if it has
+    not written `ready` by then (the harness's own setup), else `limit_s` after `ready`.
     `binds` are extra (source, target, writable) folders in the sandbox, `workdir` its working
     directory there (fallback_workdir without namespaces); on_tick() is called while it runs;
-    `hide` adds folders to those that must not be seen (a real data source)."""
+    `hide` adds folders to those that must not be seen (a real data source); `limits`
+    (harness.cgroups.Limits) puts the whole sandbox in a cgroup of its own, where the platform
+    allows one."""
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
     ctl_r, ctl_w = os.pipe()
@@ -500,14 +556,21 @@ def sandboxed_process(box: Path, pool_dir: Path, limit_s: float, sandbox: str, c
     spec = {"mode": sandbox, "inputs": str(box / "inputs"), "root": str(box / "root"),
             "fallback_scratch": str(fallback_workdir or box / "scratch"),
             "hide": sorted({*_hidden_paths(pool_dir), *map(str, hide)}),
-            "scratch_mb": SCRATCH_MB, "env": env, "parent": os.getpid(), "result_fd": res_w, "control_fd": ctl_w, "module": module,
-            "binds": [[str(s), t, bool(w)] for s, t, w in binds], "workdir": workdir}
+            "scratch_mb": SCRATCH_MB, "env": env, "parent": os.getpid(), "result_fd": res_w, "control_fd": ctl_w,
+            "module": module, "binds": [[str(s), t, bool(w)] for s, t, w in binds], "workdir": workdir}
+    group, refused = (None, "") if limits is None or sandbox == "off" else cgroups.create(limits)
     before = _children(os.getpid())
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-s", "-m", "harness.sandbox"], stdin=subprocess.PIPE, stdout=out_w,
                             stderr=out_w, pass_fds=(res_w, ctl_w), cwd=box, env=env, start_new_session=True)
     for fd in (out_w, res_w, ctl_w):
         os.close(fd)
+    if group is not None:
+        try:  # before the launcher has read its spec: the sandbox and the run are born inside
+            group.add(proc.pid)
+        except OSError as e:
+            group.remove()
+            group, refused = None, f"cannot enter the cgroup ({e.strerror or e})"
     output: dict = {}
     payload: dict = {}
     control: list = []
@@ -520,11 +583,11 @@ def sandboxed_process(box: Path, pool_dir: Path, limit_s: float, sandbox: str, c
         proc.stdin.close()
     except BrokenPipeError:
         pass
-    deadline = started + limit_s
-    timed_out = False
+    timed_out = None
     while proc.poll() is None:
-        if time.perf_counter() > deadline:
-            timed_out = True
+        ready = next((t for t, text in list(control) if text == "ready"), None)
+        if time.perf_counter() > (started + setup_s if ready is None else ready + limit_s):
+            timed_out = "setup" if ready is None else "run"
             os.killpg(proc.pid, signal.SIGKILL)  # the sandbox's init dies with it, and with it every run process
             proc.wait()
             break
@@ -532,6 +595,11 @@ def sandboxed_process(box: Path, pool_dir: Path, limit_s: float, sandbox: str, c
             on_tick()
         time.sleep(0.01)
     exited = time.perf_counter()
+    usage = {}
+    if group is not None:
+        group.kill()
+        usage = group.usage()
+        group.remove()
     _kill_leftovers(proc.pid, spare=before)
     for t in readers:
         t.join(timeout=5)
@@ -542,38 +610,50 @@ def sandboxed_process(box: Path, pool_dir: Path, limit_s: float, sandbox: str, c
     head, _, weights = data.partition(b"\n")
     status = _json_object(head)
     isolation, ready, setup_error = _control_facts(control)
+    if isolation is not None and limits is not None:
+        isolation = {**isolation, "cgroup": group.describe() if group else None}
+        if refused:
+            isolation["refused"] = "; ".join(filter(None, [isolation.get("refused"), f"cgroup: {refused}"]))
     return {"timed_out": timed_out, "started": started, "exit": exited, "wall": exited - started, "ready": ready,
+            "result_eof": payload.get("eof", exited),
             "isolation": isolation, "setup_error": setup_error, "status": status, "exit_info": exit_info,
-            "payload": weights, "payload_bytes": payload.get("total", 0), "cap": cap,
+            "payload": weights, "payload_bytes": payload.get("total", 0), "cap": cap, "usage": usage,
             "output": _output_text(output), "output_bytes": output.get("total", 0)}
 
 
-def run_job(protocol: Protocol, pool, submission: Submission, i: int, budget_s: float, out_dir: Path,
+def run_job(protocol: Protocol, pool, submission: Submission, i: int, budget, out_dir: Path,
             sandbox: str = "auto") -> tuple:
     """Run i (seed unlearn_seed0 + i) as a job for `parallel.run`: plain, picklable arguments."""
+    from dataclasses import asdict
+
     return (run_one, (protocol.to_dict(), str(pool.dir), str(pool.data_root), pool.k, str(submission.path), i,
-                      protocol.unlearn_seed0 + i, budget_s, str(out_dir), sandbox))
+                      protocol.unlearn_seed0 + i, asdict(budget), str(out_dir), sandbox))
 
 
-def run_all(protocol: Protocol, pool, submission: Submission, k: int, budget_s: float,
-            workers: int, progress: bool = True, budget_fraction: float | None = None) -> list[dict]:
-    """K runs (seeds unlearn_seed0 + i), reusing every run already on disk. Fails fast: the first
-    failed run stops the score with its reason."""
+def run_all(protocol: Protocol, pool, submission: Submission, k: int, budget, workers: int,
+            progress: bool = True) -> list[dict]:
+    """K runs (seeds unlearn_seed0 + i) under `budget` (harness.budget.Budget), reusing every run
+    already on disk that is within it. Fails fast: the first failed run stops the score with its
+    reason."""
     from harness import parallel
 
     sandbox = sandbox_mode()
-    folder = runs_dir(pool.dir, protocol, submission, budget_fraction, sandbox)
+    folder = runs_dir(pool.dir, protocol, submission, None if budget.protocol_budget else budget.fraction, sandbox)
     folder.mkdir(parents=True, exist_ok=True)
     # A second score of the same submission waits here, then reuses every run the first one made.
     with paths.locked(folder / ".lock", f"running {submission.name} on this pool"):
+        # A stored run counts when it is within this score's limit (the budget follows the pool's
+        # mean retrain time, which growing K moves a little); one that is not is run again.
         records = {i: rec for i in range(k) if (rec := read_run(run_path(folder, i))) is not None
+                   and rec.get("seconds") is not None and rec["seconds"] <= budget.limit_s
                    and (sandbox != "require" or sandboxed(rec.get("isolation")))}
         todo = [i for i in range(k) if i not in records]
-        jobs = [run_job(protocol, pool, submission, i, budget_s, folder, sandbox) for i in todo]
+        jobs = [run_job(protocol, pool, submission, i, budget, folder, sandbox) for i in todo]
         try:
             if jobs:
                 for rec in parallel.run(jobs, workers, progress, desc=f"unlearning {submission.name}", unit="run"):
                     records[rec["index"]] = rec
         finally:
             sweep_boxes()
+            cgroups.sweep()
     return [records[i] for i in range(k)]

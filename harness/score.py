@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import __version__, metric, paths, reference_pool, runner
+from harness import __version__, budget, metric, paths, reference_pool, runner
 from harness.protocol import PROTOCOL_VERSION, Protocol
 
 RESULT_SCHEMA = 2
@@ -20,7 +20,7 @@ RESULT_SCHEMA = 2
 # copy of the pool produces and an honest method does not (the retrain oracle reaches ~1x).
 SUSPICIOUS_F_FACTOR = 2.0
 ISOLATION_LAYERS = ("fresh_interpreter", "mount_namespace", "filesystem_hidden", "pid_namespace",
-                    "network_namespace", "capabilities_dropped")
+                    "network_namespace", "capabilities_dropped", "cgroup")
 
 
 def population(protocol: Protocol, k: int | None) -> int:
@@ -31,28 +31,25 @@ def population(protocol: Protocol, k: int | None) -> int:
     return k
 
 
-def budget_seconds(protocol: Protocol, pool, fraction: float | None = None) -> float:
-    """The wall-clock budget of one run: a fraction of one retrain measured on this machine."""
-    fraction = protocol.unlearn_budget_fraction if fraction is None else fraction
-    return max(protocol.unlearn_budget_min_s, fraction * pool.retrain_seconds())
-
-
 def score(submission_path: str, protocol: Protocol, k: int | None = None, workers: int | None = None,
-          budget_fraction: float | None = None, progress: bool = True, record: bool = True) -> dict:
+          budget_fraction: float | None = None, progress: bool = True, record: bool = True,
+          oracle: float | None = None) -> dict:
+    """Score a submission. `budget_fraction` gives it a custom budget; `oracle` (or an
+    ORACLE_BUDGET_FRACTION declared in the file) scores it as an oracle with its own budget. Either
+    way the result is never ranked beside the protocol budget's (harness.budget)."""
     started = time.perf_counter()
     submission = runner.Submission.load(submission_path)   # before anything is written
     k = population(protocol, k)
-    if budget_fraction is not None and budget_fraction <= 0:
-        raise ValueError(f"--budget-fraction must be positive (got {budget_fraction})")
+    fraction, is_oracle = budget_choice(submission, budget_fraction, oracle)
     workers = workers or reference_pool.default_workers(protocol)
     pool = reference_pool.ensure(protocol, k, workers=workers, progress=progress)
     pool_seconds = time.perf_counter() - started
-    budget_s = budget_seconds(protocol, pool, budget_fraction)
+    run_budget = budget.make(protocol, pool, fraction, is_oracle, workers, progress)
     t_runs = time.perf_counter()
-    runs = runner.run_all(protocol, pool, submission, k, budget_s, workers, progress, budget_fraction)
+    runs = runner.run_all(protocol, pool, submission, k, run_budget, workers, progress)
     runs_seconds = time.perf_counter() - t_runs
     t_metric = time.perf_counter()
-    result = summarise(protocol, pool, submission, runs, budget_s, budget_fraction)
+    result = summarise(protocol, pool, submission, runs, run_budget)
     result["seconds"].update(total=time.perf_counter() - started, reference_pool=pool_seconds,
                              runs_wall=runs_seconds, metric=time.perf_counter() - t_metric)
     result["execution"] = execution(workers)
@@ -61,8 +58,25 @@ def score(submission_path: str, protocol: Protocol, k: int | None = None, worker
     return result
 
 
-def summarise(protocol: Protocol, pool, submission: runner.Submission, runs: list[dict], budget_s: float,
-              budget_fraction: float | None) -> dict:
+def budget_choice(submission: runner.Submission, budget_fraction: float | None, oracle: float | None
+                  ) -> tuple[float | None, bool]:
+    """(fraction, oracle?) of a score: the protocol's (None), a custom one, or an oracle's own
+    (from the command line, else declared in the file)."""
+    if budget_fraction is not None and not budget_fraction > 0:
+        raise ValueError(f"--budget-fraction must be positive (got {budget_fraction})")
+    if oracle is not None and not oracle > 0:
+        raise ValueError(f"--oracle must be a positive fraction of one retrain (got {oracle})")
+    if budget_fraction is not None and oracle is not None:
+        raise ValueError("--budget-fraction and --oracle both set a budget: pass one of them")
+    declared = submission.oracle_budget_fraction
+    if oracle is not None or (declared is not None and budget_fraction is None):
+        return (oracle if oracle is not None else declared), True
+    return budget_fraction, False
+
+
+def summarise(protocol: Protocol, pool, submission: runner.Submission, runs: list[dict],
+              run_budget: "budget.Budget | None") -> dict:
+    """The result of K runs (or checkpoints made elsewhere: `run_budget` None, nothing timed)."""
     k = len(runs)
     retrain_conf = pool.forget_confidences()                                   # [K, N]
     unlearned_conf = np.array([r["forget_confidences"] for r in runs], dtype=np.float64)  # [K, N]
@@ -118,12 +132,17 @@ def summarise(protocol: Protocol, pool, submission: runner.Submission, runs: lis
         "seeds": {"original": protocol.original_seed,
                   "retrain": None if protocol.secret_seeds else [r["seed"] for r in pool.retrains],
                   "retrain_secret_commitment": pool.seed_commitment, "unlearn": [r["seed"] for r in runs]},
-        "budget": {"seconds": budget_s, "fraction": protocol.unlearn_budget_fraction if budget_fraction is None
-                   else budget_fraction, "protocol_budget": budget_fraction is None,
-                   "retrain_seconds": pool.retrain_seconds(), "over_budget_runs": int(sum(r["over_budget"] for r in runs))},
+        # The rule the runs were held to; over_budget_runs took longer than the budget but stayed
+        # within its tolerance for timer noise (a run past that fails).
+        "budget": ({**run_budget.to_dict(), "retrain_seconds": run_budget.retrain_s,
+                    "over_budget_runs": int(sum(r["over_budget"] for r in runs))} if run_budget is not None else
+                   {"seconds": None, "fraction": None, "protocol_budget": True, "competition": False,
+                    "not_competition": "checkpoints made elsewhere: not timed", "retrain_seconds": pool.retrain_seconds(),
+                    "over_budget_runs": 0}),
         "seconds": {"unlearning_mean": float(seconds.mean()) if timed else None,
                     "unlearning_max": float(seconds.max()) if timed else None,
-                    "unlearning_total": float(seconds.sum()) if timed else None, "retrain_mean": pool.retrain_seconds()},
+                    "unlearning_total": float(seconds.sum()) if timed else None,
+                    "retrain_mean": run_budget.retrain_s if run_budget is not None else pool.retrain_seconds()},
         "isolation": isolation(runs),
         # Where the models were trained and the runs evaluated, and in what arithmetic.
         "device": {"reference": {k: pool.original.get(k) for k in ("device", "name")},
@@ -199,9 +218,8 @@ def summary_text(r: dict) -> str:
         f"  test accuracy      {r['test_acc']:.1f}%   retrained {ref['test_acc']:.1f}%   ratio {r['test_acc_ratio']:.3f}",
         f"  forget accuracy    {r['forget_acc']:.1f}%   retrained {ref['forget_acc']:.1f}%   "
         f"original {r['original']['forget_acc']:.1f}%",
-        (f"  unlearning         {r['seconds']['unlearning_mean']:.2f} s/run (budget {r['budget']['seconds']:.1f} s"
-         f"{'' if r['budget']['protocol_budget'] else ', NOT the protocol budget'}; one retrain "
-         f"{r['seconds']['retrain_mean']:.1f} s)   total {r['seconds']['total']:.0f} s"
+        (f"  unlearning         {r['seconds']['unlearning_mean']:.2f} s/run, slowest {r['seconds']['unlearning_max']:.2f} s "
+         f"(budget {_budget_words(r['budget'])})   total {r['seconds']['total']:.0f} s"
          if r["seconds"]["unlearning_mean"] is not None else
          f"  unlearning         not timed: the checkpoints were made elsewhere   total {r['seconds']['total']:.0f} s"),
     ]
@@ -216,5 +234,19 @@ def summary_text(r: dict) -> str:
     if r.get("suspicious"):
         lines.append(f"  WARNING: {r['suspicious']}")
     if r["budget"]["over_budget_runs"]:
-        lines.append(f"  WARNING: {r['budget']['over_budget_runs']} run(s) took longer than the budget")
+        lines.append(f"  note: {r['budget']['over_budget_runs']} run(s) took longer than the budget, within its "
+                     "tolerance for timer noise")
+    if r["budget"].get("not_competition") and r.get("source") != "submission-zip":
+        lines.append(f"  note: not the competition's budget: {r['budget']['not_competition']}; never ranked beside "
+                     "results under the protocol's budget")
     return "\n".join(lines)
+
+
+def _budget_words(b: dict) -> str:
+    """'1.30 s + 0.33 s tolerance = 0.2 x one retrain of 6.5 s timed here' and the like."""
+    basis = {"pool": "timed here", "calibrated": "calibrated here"}.get(b.get("basis"), "")
+    tolerance = f" + {b['tolerance_s']:.2f} s tolerance" if b.get("tolerance_s") is not None else ""
+    rule = f"{b['fraction']:g} x one retrain of {b['retrain_seconds']:.2f} s {basis}".rstrip()
+    if (b.get("floor_s") or 0) > b["fraction"] * b["retrain_seconds"]:
+        return f"{b['seconds']:.2f} s{tolerance}: a floor, above {rule}"
+    return f"{b['seconds']:.2f} s{tolerance} = {rule}"

@@ -12,10 +12,6 @@ from harness import paths, runner, score
 from harness.protocol import PROTOCOL_VERSION, Protocol
 
 TEMPLATE = "template.py"
-# The retrain oracle needs a whole retrain, far over the protocol's budget; it is the only file
-# scored with a budget of its own, and the table says so.
-ORACLE = "retrain.py"
-ORACLE_BUDGET_FRACTION = 3.0
 
 
 def methods(folder: Path) -> list[Path]:
@@ -24,10 +20,6 @@ def methods(folder: Path) -> list[Path]:
     if not found:
         raise FileNotFoundError(f"no method files (*.py) in {folder}: point --submissions at a folder of methods")
     return found
-
-
-def budget_fraction(path: Path) -> float | None:
-    return ORACLE_BUDGET_FRACTION if path.name == ORACLE else None
 
 
 def stored_results(results: Path | None = None) -> list[dict]:
@@ -43,18 +35,20 @@ def stored_results(results: Path | None = None) -> list[dict]:
     return found
 
 
-def stored(protocol: Protocol, path: Path, k: int, fraction: float | None, found: list[dict]) -> dict | None:
-    """The latest of `found` made by this very file on this protocol, pool, K and budget, or None."""
-    sha = runner.Submission.load(path).sha256
+def stored(protocol: Protocol, path: Path, k: int, found: list[dict]) -> dict | None:
+    """The latest of `found` made by this very file on this protocol, pool and K, under the budget
+    the file gets (the protocol's, or the oracle's own it declares), or None."""
+    sub = runner.Submission.load(path)
     wanted = json.loads(json.dumps(protocol.to_dict()))   # as stored: tuples become lists
+    oracle = sub.oracle_budget_fraction
     best = None
     for r in found:
         budget = r.get("budget") or {}
-        same = (r.get("submission_sha256") == sha and r.get("profile") == protocol.name and r.get("k") == k
+        same_budget = (budget.get("oracle") is True and budget.get("fraction") == oracle if oracle is not None
+                       else budget.get("protocol_budget") is True and not budget.get("oracle"))
+        same = (r.get("submission_sha256") == sub.sha256 and r.get("profile") == protocol.name and r.get("k") == k
                 and r.get("protocol") == wanted and r.get("protocol_version") == PROTOCOL_VERSION
-                and (r.get("versions") or {}).get("runner") == runner.RUNNER_VERSION
-                and budget.get("protocol_budget") == (fraction is None)
-                and (fraction is None or budget.get("fraction") == fraction))
+                and (r.get("versions") or {}).get("runner") == runner.RUNNER_VERSION and same_budget)
         if same and (best is None or r["created"] > best["created"]):
             best = r
     return best
@@ -70,14 +64,13 @@ def score_all(protocol: Protocol, folder: Path, k: int | None = None, workers: i
     files = methods(folder)
     found = stored_results()
     for n, path in enumerate(files, 1):
-        fraction = budget_fraction(path)
         try:
-            r = stored(protocol, path, k, fraction, found)
+            r = stored(protocol, path, k, found)
             if r is not None:
                 log(f"[{n}/{len(files)}] {path.name}: stored result {r['id']} (score {r['score']:.4f})")
             else:
                 log(f"[{n}/{len(files)}] {path.name}: scoring")
-                r = score.score(str(path), protocol, k=k, workers=workers, budget_fraction=fraction, progress=progress)
+                r = score.score(str(path), protocol, k=k, workers=workers, progress=progress)
                 log(f"[{n}/{len(files)}] {path.name}: score {r['score']:.4f}")
             results.append(r)
         except (RunError, SubmissionError, ValueError) as e:
@@ -87,18 +80,22 @@ def score_all(protocol: Protocol, folder: Path, k: int | None = None, workers: i
 
 
 def ranking(results: list[dict]) -> str:
-    """The ranking as a Markdown table, best score first."""
+    """The ranking as a Markdown table: the results under the competition's budget, best score
+    first, then (unranked) the others: an oracle's own budget, a custom one."""
     head = ("| rank | method | score | 95% interval | F / null ceiling | retain acc | test acc | forget acc "
-            "| s per run | × one retrain | slowest run / budget |")
+            "| s per run | × one retrain | slowest run / limit |")
     lines = [head, "|" + "---|" * 11]
-    for rank, r in enumerate(sorted(results, key=lambda r: -r["score"]), 1):
+    ranked = sorted((r for r in results if r["budget"].get("competition")), key=lambda r: -r["score"])
+    others = sorted((r for r in results if not r["budget"].get("competition")), key=lambda r: -r["score"])
+    for rank, r in [*enumerate(ranked, 1), *(("-", r) for r in others)]:
         lo, hi = r["score_ci95"]
         s, b = r["seconds"], r["budget"]
-        within = "within" if b["over_budget_runs"] == 0 else f"{b['over_budget_runs']} run(s) OVER"
-        own = "" if b["protocol_budget"] else f", own budget ×{b['fraction']:g} retrain"
+        within = ("within" if b["over_budget_runs"] == 0 else
+                  f"{b['over_budget_runs']} over the budget, within its tolerance")
+        note = f"; {b['not_competition']}" if b.get("not_competition") else ""
         lines.append(
             f"| {rank} | {r['submission_name']} | {r['score']:.4f} | [{lo:.4f}, {hi:.4f}] "
             f"| {100 * r['relative_forget_quality']:.0f}% | {r['retain_acc']:.1f}% | {r['test_acc']:.1f}% "
             f"| {r['forget_acc']:.1f}% | {s['unlearning_mean']:.2f} | {s['unlearning_mean'] / s['retrain_mean']:.2f} "
-            f"| {s['unlearning_max']:.1f} / {b['seconds']:.1f} s ({within}{own}) |")
+            f"| {s['unlearning_max']:.2f} / {b['limit_s']:.2f} s ({within}{note}) |")
     return "\n".join(lines)

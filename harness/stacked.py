@@ -143,5 +143,5 @@ def train_stack(protocol: Protocol, train_split: "data_mod.Split", val_split: "d
     seconds = (time.perf_counter() - start) / g
     return [(state, {"seed": seed, "seconds": seconds, "best_epoch": epoch, "val_acc": acc,
                      "images_per_second": n * protocol.epochs / seconds, **training.device_info(device),
-                     "precision": protocol.precision, "stack": g})
+                     "precision": protocol.precision, "stack": g, "machine": training.machine(device)})
             for seed, (acc, state, epoch) in zip(seeds, best)]

@@ -49,6 +49,25 @@ def device_info(device: torch.device) -> dict:
     return {"device": device.type, "name": name}
 
 
+def machine(device: torch.device) -> str:
+    """Where a time was measured, as a short hash: host name, machine id, processor, cores, torch's
+    version and thread count, device. The run budget trusts a pool's retrain times only where this
+    hash is the same (harness.budget); anywhere else it times a slice of the recipe again."""
+    import hashlib
+    import json
+    import os
+    import platform
+
+    try:
+        with open("/etc/machine-id") as f:
+            machine_id = f.read().strip()
+    except OSError:
+        machine_id = ""
+    blob = json.dumps([platform.node(), machine_id, device_info(device), os.cpu_count(), torch.__version__,
+                       torch.get_num_threads()])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def model_input(split: "data_mod.Split", protocol: Protocol, device: torch.device) -> torch.Tensor:
     x = data_mod.to_model_input(split.images, protocol.pixel_scale).to(device)
     return x.contiguous(memory_format=torch.channels_last)
@@ -83,12 +102,13 @@ def warm_up(protocol: Protocol) -> None:
 
     if protocol.arch in _WARM:
         return
-    net = models.build(protocol)
-    x = torch.zeros(2, 3, protocol.image_size, protocol.image_size)
+    # The shapes and memory format a run's first steps use (oneDNN makes its kernels per shape).
+    net = models.build(protocol).to(memory_format=torch.channels_last)
+    x = torch.zeros(protocol.loader_batch_size, 3, protocol.image_size, protocol.image_size)
     for opt in (torch.optim.SGD(net.parameters(), lr=0.0, momentum=0.9),
                 torch.optim.Adam(net.parameters(), lr=0.0), torch.optim.AdamW(net.parameters(), lr=0.0)):
         opt.zero_grad()
-        nn.functional.cross_entropy(net(x), torch.zeros(2, dtype=torch.long)).backward()
+        nn.functional.cross_entropy(net(x), torch.zeros(len(x), dtype=torch.long)).backward()
         opt.step()
     _WARM.add(protocol.arch)
 
@@ -114,11 +134,13 @@ def recipe(protocol: Protocol, train_split: "data_mod.Split", params, device: to
 
 
 def train(protocol: Protocol, train_split: "data_mod.Split", val_split: "data_mod.Split", seed: int,
-          best_from_epoch: int, device: torch.device | None = None) -> tuple[dict, dict]:
+          best_from_epoch: int, device: torch.device | None = None, epochs: int | None = None) -> tuple[dict, dict]:
     """Train a fresh model with the protocol's recipe; return (best state dict, info).
 
     The kept checkpoint is the one with the best validation accuracy among epochs
-    >= best_from_epoch (1-based), as the competition did."""
+    >= best_from_epoch (1-based), as the competition did. `epochs` stops the recipe early (a
+    timing slice, harness.budget); info["epoch_seconds"] times each epoch's steps, without the
+    validation."""
     from harness import models
 
     device = device or resolve_device(protocol)
@@ -131,8 +153,9 @@ def train(protocol: Protocol, train_split: "data_mod.Split", val_split: "data_mo
     n, bs = len(y), protocol.batch_size
     gen = torch.Generator().manual_seed(seed)
 
-    best_acc, best_state, best_epoch = -1.0, None, 0
-    for epoch in range(1, protocol.epochs + 1):
+    best_acc, best_state, best_epoch, epoch_seconds = -1.0, None, 0, []
+    for epoch in range(1, (epochs or protocol.epochs) + 1):
+        t_epoch = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=gen).to(device)
         for step in range(steps_per_epoch):
@@ -146,6 +169,7 @@ def train(protocol: Protocol, train_split: "data_mod.Split", val_split: "data_mo
                 sched.step()
         if protocol.schedule == "cosine":
             sched.step()
+        epoch_seconds.append(time.perf_counter() - t_epoch)
         if epoch >= best_from_epoch:
             acc = accuracy(model, xv, yv, protocol.eval_batch_size, protocol)
             if acc > best_acc:
@@ -153,5 +177,6 @@ def train(protocol: Protocol, train_split: "data_mod.Split", val_split: "data_mo
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
     seconds = time.perf_counter() - start
     info = {"seed": seed, "seconds": seconds, "best_epoch": best_epoch, "val_acc": best_acc,
-            "images_per_second": n * protocol.epochs / seconds, **device_info(device), "precision": protocol.precision}
+            "images_per_second": n * len(epoch_seconds) / seconds, **device_info(device), "precision": protocol.precision,
+            "epoch_seconds": epoch_seconds, "machine": machine(device)}
     return best_state, info

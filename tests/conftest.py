@@ -13,8 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 SUBMISSIONS = REPO / "submissions"
 BAD = Path(__file__).resolve().parent / "submissions"
 
-# The quick profile with K=2 and a short budget: failing and hanging submissions cost seconds.
-FAST = protocol.QUICK.replace(k=2, unlearn_budget_min_s=3.0, unlearn_grace_s=4.0, memory_limit_gb=1.0)
+# The quick profile with K=2 and a floor of 3 s under the budget: hanging submissions cost seconds,
+# honest ones never brush the budget (its results say it is not the competition's). The setup
+# grace bounds only the harness's own work before a run's clock starts.
+FAST = protocol.QUICK.replace(k=2, unlearn_budget_min_s=3.0, unlearn_grace_s=20.0, memory_limit_gb=1.0)
 
 
 @pytest.fixture(scope="session")

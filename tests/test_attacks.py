@@ -18,7 +18,7 @@ ATTACKS = BAD / "attacks"
 # Searching the file system takes an attack seconds: a budget that lets it finish its search.
 P = FAST.replace(unlearn_budget_min_s=30.0)
 BLOCKED = ("pool_by_path", "parent_environ", "stack_and_gc", "patches_scorer", "forges_run_record",
-           "detached_grandchild", "network")
+           "detached_grandchild", "network", "fork_bomb")
 
 
 def _score(name_or_path, **kw):
@@ -54,6 +54,29 @@ def test_attack_is_blocked_inside_the_sandbox(name, quick_pool, results, cache):
     assert run_processes_left() == []
     written = _tree_text(cache) + _tree_text(results)
     assert "FORGED" not in written and "harness-attack-pth" not in written
+
+
+def test_a_run_gets_one_cpu_whatever_it_starts(quick_pool, results):
+    """Two busy processes for 1.5 s, alone on the machine (one worker): the run's cgroup holds
+    them to one CPU in all, as the reference models had (the worker's clock is wall time)."""
+    _score("uses_every_core", workers=1)
+    for rec in _records(quick_pool, ATTACKS / "uses_every_core.py"):
+        assert "LEAK" not in rec["output"] and "CPU " in rec["output"], rec["output"]
+        assert rec["cpu_seconds"] < rec["wall_seconds"] * 1.1
+
+
+def test_forks_do_not_multiply_the_memory_limit(quick_pool, results):
+    """Three forked children of 500 MiB each, held at once: past the run's 1 GiB in all. The kernel
+    kills the largest process of the run's cgroup: the run itself (the score fails for memory) or a
+    child (the attack never holds it all). Either way no LEAK."""
+    try:
+        _score("forks_past_memory")
+    except runner.RunError as e:
+        assert "ran out of its memory limit (1.0 GiB, its tmpfs folders and every process" in str(e), e
+    else:
+        for rec in _records(quick_pool, ATTACKS / "forks_past_memory.py"):
+            assert "LEAK" not in rec["output"] and rec["oom_killed"], rec
+    assert run_processes_left() == []
 
 
 def test_patched_scorer_changes_nothing_on_disk_or_in_the_numbers(quick_pool, results):
@@ -127,11 +150,13 @@ def test_a_score_far_above_the_null_ceiling_is_flagged(quick_pool):
     says so: the unlearned population would be the retrained one, F ~ 1."""
     from harness import protocol
 
+    from harness import budget
+
     sub = runner.Submission.load(SUBMISSIONS / "noop.py")
     iso = {layer: True for layer in score.ISOLATION_LAYERS}
     copies_of_pool = [{**r, "seed": 2000 + i, "over_budget": False, "isolation": iso, "memory_limit_gb": 4.0}
                       for i, r in enumerate(quick_pool.retrains)]
-    r = score.summarise(protocol.QUICK, quick_pool, sub, copies_of_pool, 3.0, None)
+    r = score.summarise(protocol.QUICK, quick_pool, sub, copies_of_pool, budget.make(protocol.QUICK, quick_pool))
     assert r["forget_quality"] > 2 * r["null_forget_quality"]
     assert r["suspicious"] and "null ceiling" in r["suspicious"]
     assert "WARNING: F =" in score.summary_text({**r, "seconds": {**r["seconds"], "total": 1.0}})

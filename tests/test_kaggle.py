@@ -243,14 +243,34 @@ def test_notebook_past_its_time_limit_is_killed_with_all_it_started(sandbox, min
                                                                      monkeypatch):
     monkeypatch.setattr(kaggle_run, "NOTEBOOK_SETUP_S", 2.0)
     monkeypatch.setenv(runner.SANDBOX_ENV, sandbox)
-    fast = MINI.replace(unlearn_budget_min_s=1.0)  # budget 20% of a retrain: ~7 s a run here
+    fast = MINI.replace(unlearn_budget_fraction=0.02)  # a custom budget of ~1 s a run: the limit in seconds
     marker = str(4321000 + len(sandbox))  # a detached `sleep <marker>`, found by its command line
     nb = _notebook(tmp_path, f"import subprocess, time\nsubprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
                              "time.sleep(600)")
-    with pytest.raises(runner.RunError, match=r"ran past its time limit: killed after \d+ s"):
+    with pytest.raises(runner.RunError, match=r"ran past its time limit: killed \d+ s after its kernel started \(2 "
+                                              r"iterations x \d\.\d\d s, the budget with its tolerance, \+ 2 s"):
         kaggle_run.run(str(nb), fast, k=2, progress=False)
     assert processes_with(marker) == []  # the kernel and what it detached are gone, sandbox or not
     assert _nothing_written(results)
+
+
+def test_a_notebook_is_timed_by_the_whole_not_by_the_files_it_writes(mini_pool, results, tmp_path):
+    """It writes its K checkpoint files at once (placeholders), then spends 4 s before writing the
+    real ones: the files appeared at ~0 s, yet the notebook is charged the whole kernel's time,
+    each iteration an equal share. The files' times are kept for information only."""
+    original = "/kaggle/input/neurips-2023-machine-unlearning/original_model.pth"
+    nb = _notebook(tmp_path, "import shutil, subprocess, time\n"
+                             "for i in range(2):\n"
+                             "    open(f'/kaggle/tmp/unlearned_checkpoint_{i}.pth', 'w').close()\n"
+                             "time.sleep(4)\n"
+                             "for i in range(2):\n"
+                             f"    shutil.copyfile('{original}', f'/kaggle/tmp/unlearned_checkpoint_{{i}}.pth')\n"
+                             "subprocess.run('zip submission.zip /kaggle/tmp/*.pth', shell=True, check=True)")
+    r = kaggle_run.run(str(nb), MINI, k=2, progress=False)
+    whole = r["notebook"]["seconds"]
+    assert whole >= 4.0 and max(r["notebook"]["checkpoints_seen_s"]) < 4.0
+    assert r["seconds"]["unlearning_mean"] == pytest.approx(whole / 2)
+    assert r["notebook"]["time_limit_s"] == pytest.approx(2 * r["budget"]["limit_s"] + kaggle_run.NOTEBOOK_SETUP_S)
 
 
 def test_a_linked_submission_zip_is_refused(mini_pool, results, tmp_path):

@@ -79,7 +79,8 @@ def test_a_run_cannot_join_the_ray_cluster_it_is_a_task_of(ray_installed, quick_
     # ~/.ray/auth_token) leave no cluster in sight.
     attack = REPO / "tests" / "submissions" / "attacks" / "reaches_ray.py"
     out = harness("score", str(attack), "--profile", "quick", "--k", "2", "--quiet", "--json", "--backend", "ray",
-                  "--workers", "1", env={"HARNESS_RESULTS_DIR": str(tmp_path / "results")})
+                  "--workers", "1", "--budget-fraction", "20",  # time to import ray, which quick's budget is not
+                  env={"HARNESS_RESULTS_DIR": str(tmp_path / "results")})
     assert out.returncode == 0, out.stderr[-3000:]
     assert last_json(out.stdout)["isolation"]["sandboxed"] is True
     # The attack itself works wherever a cluster is in sight: a clean process beside a running

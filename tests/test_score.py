@@ -56,9 +56,10 @@ def test_first_run_from_an_empty_cache_twice_gives_identical_numbers(tmp_path):
 
 def test_kill_9_in_the_middle_then_resume_gives_the_uninterrupted_numbers(quick_pool, tmp_path):
     env = {"HARNESS_RESULTS_DIR": str(tmp_path / "results")}
-    sub = BAD / "slow_finetune.py"
-    folder = runner.runs_dir(quick_pool.dir, protocol.QUICK, runner.Submission.load(sub))
-    args = [sys.executable, "-m", "harness", "score", str(sub), "--profile", "quick", "--json", "--quiet"]
+    sub = BAD / "slow_finetune.py"  # a second a run: a custom budget of 10 retrains
+    folder = runner.runs_dir(quick_pool.dir, protocol.QUICK, runner.Submission.load(sub), budget_fraction=10.0)
+    args = [sys.executable, "-m", "harness", "score", str(sub), "--profile", "quick", "--json", "--quiet",
+            "--budget-fraction", "10"]
     proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, **env}, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -71,14 +72,14 @@ def test_kill_9_in_the_middle_then_resume_gives_the_uninterrupted_numbers(quick_
     assert not list((tmp_path / "results").glob("*.json"))
     kept = {p.name: p.read_bytes() for p in done_before}
 
-    resumed = harness("score", str(sub), "--profile", "quick", "--json", "--quiet", env=env)
+    resumed = harness(*args[3:], env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for name, blob in kept.items():  # finished runs were reused, not recomputed
         assert (folder / name).read_bytes() == blob
 
     for p in folder.glob("run_*.json"):
         p.unlink()
-    fresh = harness("score", str(sub), "--profile", "quick", "--json", "--quiet", env=env)
+    fresh = harness(*args[3:], env=env)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert stable(last_json(resumed.stdout)) == stable(last_json(fresh.stdout))
 

@@ -32,8 +32,11 @@ def shared_cache(tmp_path_factory):
 
 
 def score(tmp_path, *args, k=2, cache=None):
+    """finetune scored on a source; with a custom budget of 5 retrains, since these pools (tiny
+    real-format fixtures) train in a fraction of a second and these tests are about the data."""
     env = {"HARNESS_CACHE_DIR": str(cache or tmp_path / "cache"), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
-    out = harness("score", "submissions/finetune.py", "--k", str(k), "--json", "--quiet", *args, env=env)
+    out = harness("score", "submissions/finetune.py", "--k", str(k), "--json", "--quiet", "--budget-fraction", "5",
+                  *args, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return last_json(out.stdout)
 
@@ -236,10 +239,11 @@ def test_a_run_cannot_read_the_data_source(fixtures, tmp_path, shared_cache):
     attack = "tests/submissions/attacks/reads_data_source.py"
     env = {"HARNESS_CACHE_DIR": str(shared_cache), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
     manifest = ["--profile", "quick", "--data", str(fixtures["manifest"]), "--scenario", "identity:5"]
-    for source in (["--profile", "digits"], manifest):
-        out = harness("score", attack, "--k", "2", "--json", "--quiet", *source, env=env)
+    for source in (["--profile", "digits"], manifest):  # time for the attack's imports: 5 retrains
+        out = harness("score", attack, "--k", "2", "--json", "--quiet", "--budget-fraction", "5", *source, env=env)
         assert out.returncode == 0, out.stderr[-2000:]
         assert last_json(out.stdout)["isolation"]["sandboxed"] is True
     # Without the sandbox the same attack reads the source: the test above can fail.
-    out = harness("score", attack, "--k", "2", "--quiet", *manifest, env={**env, "HARNESS_SANDBOX": "off"})
+    out = harness("score", attack, "--k", "2", "--quiet", "--budget-fraction", "5", *manifest,
+                  env={**env, "HARNESS_SANDBOX": "off"})
     assert out.returncode == 2 and f"LEAK: read the data source: {fixtures['manifest']}" in out.stderr

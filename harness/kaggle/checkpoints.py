@@ -143,7 +143,7 @@ def score_zip(zip_path: str, protocol: Protocol, k: int | None = None, workers: 
     isolation = {"made_elsewhere": True, "refused": "checkpoints made outside the harness (score-zip)"}
     for r in runs:
         r["isolation"] = isolation
-    result = score.summarise(protocol, pool, submission, runs, score.budget_seconds(protocol, pool), None)
+    result = score.summarise(protocol, pool, submission, runs, None)
     result["source"] = "submission-zip"
     result["seconds"].update(total=time.perf_counter() - started, reference_pool=pool_seconds,
                              runs_wall=time.perf_counter() - t_runs)

@@ -106,7 +106,7 @@ else:
     for i in range(512):
         net = resnet18(weights=None, num_classes={classes})
         net.load_state_dict(torch.load('/kaggle/input/neurips-2023-machine-unlearning/original_model.pth'))
-        net.to(DEVICE)
+        net.to(DEVICE).to(memory_format=torch.channels_last)  # as the harness hands a run its net
         seed_run(UNLEARN_SEED0 + i)
         retain_loader, forget_loader, validation_loader = get_dataset(BATCH_SIZE, UNLEARN_SEED0 + i)
         unlearning(net, retain_loader, forget_loader, validation_loader)

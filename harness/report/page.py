@@ -231,6 +231,8 @@ def columns(b: Bundle) -> dict:
 def leaderboard(df, results_dir: Path, plot_png: bytes | None) -> str:
     """The ranking (harness.leaderboard.table) as a page, with the metric columns of every result
     whose runs are still on disk (a dash where they are not)."""
+    import pandas as pd
+
     from harness.report import collect
 
     metric_names = ("activation distance", "JS", "MIA acc", "LiRA acc", "binned KL", "ZRF", "forget % crop")
@@ -241,7 +243,8 @@ def leaderboard(df, results_dir: Path, plot_png: bytes | None) -> str:
             cols = columns(collect.load(json.loads((Path(results_dir) / f"{row['id']}.json").read_text())))
         except (OSError, ValueError, KeyError):
             missing += 1
-        rows.append([_fmt(row["rank"], "d"), html.escape(str(row["submission"])), _fmt(row["score"], ".4f"),
+        rank = "—" if pd.isna(row["rank"]) else str(int(row["rank"]))  # unranked: another budget than the competition's
+        rows.append([rank, html.escape(str(row["submission"])), _fmt(row["score"], ".4f"),
                      f"[{_fmt(row['ci95_low'], '.4f')}, {_fmt(row['ci95_high'], '.4f')}]",
                      _fmt(row["forget_quality"], ".4f"), _fmt(row["retain_acc"], ".1f"), _fmt(row["test_acc"], ".1f"),
                      _fmt(row["forget_acc"], ".1f"), _fmt(row["unlearning_s"], ".2f")]
