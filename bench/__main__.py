@@ -96,6 +96,9 @@ def headline(out: dict) -> dict:
         "score_default_cached_s": first.get("cached_s"),
         "peak_rss_mb": first.get("peak_rss_mb"),
         "peak_tree_pss_mb": first.get("peak_tree_pss_mb"),
+        "retrain_s": first.get("budget", {}).get("retrain_s"),
+        "budget_s": first.get("budget", {}).get("seconds"),
+        "timer_noise": first.get("timer_noise", {}).get("spread"),
     }.items() if value is not None}
 
 
@@ -109,7 +112,10 @@ def table(out: dict) -> None:
             ("score_default_first_s", "first score on default, empty cache", "{:.0f} s"),
             ("score_default_cached_s", "new submission, cached pool", "{:.0f} s"),
             ("peak_rss_mb", "peak RSS of the largest process", "{:.0f} MB"),
-            ("peak_tree_pss_mb", "peak PSS of the whole process tree", "{:.0f} MB")]
+            ("peak_tree_pss_mb", "peak PSS of the whole process tree", "{:.0f} MB"),
+            ("retrain_s", "one retrain on default, timed here", "{:.2f} s"),
+            ("budget_s", "a run's budget: 0.2 x one retrain", "{:.2f} s"),
+            ("timer_noise", "one workload's slowest run over its median", "+{:.0%}")]
     for key, what, fmt in rows:
         if key in out:
             print(f"  {key:26s} {fmt.format(out[key]):>10s}   {what}")

@@ -72,6 +72,8 @@ def main(profile: str = "default") -> dict:
         cached = timed_score(other, profile, env)
         runs_dir = next(Path(tmp, "cache").glob(f"{profile}-*/runs/finetune_copy-*"))
         runs = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("run_*.json"))]
+        first_runs = [json.loads(p.read_text()) for p in
+                      sorted(next(Path(tmp, "cache").glob(f"{profile}-*/runs/finetune-*")).glob("run_*.json"))]
         pool = json.loads(next(Path(tmp, "cache").glob(f"{profile}-*/manifest.json")).read_text())
     r1, r2 = first["result"], cached["result"]
     out = {
@@ -87,12 +89,32 @@ def main(profile: str = "default") -> dict:
         "original_forget_acc": r1["original"]["forget_acc"], "retrained_forget_acc": r1["reference"]["forget_acc"],
         "models_trained": pool["last_build"]["models_trained"],
         "runner": runner_bench.summarise(runs, r2["seconds"]["runs_wall"], r2.get("workers") or os.cpu_count()),
+        # The run budget of this pool (harness.budget), and the timer's noise: one fixed workload
+        # (finetune: the same steps every run) timed 2K times, each score's slowest run against its median.
+        "budget": {key: r1["budget"][key] for key in ("seconds", "tolerance_s", "limit_s", "fraction", "retrain_s",
+                                                      "basis")},
+        "timer_noise": timer_noise([[r["seconds"] for r in first_runs], [r["seconds"] for r in runs]]),
     }
+    b, noise = out["budget"], out["timer_noise"]
+    print(f"budget on {profile}: one retrain {b['retrain_s']:.2f} s (basis {b['basis']}), a run {b['seconds']:.2f} s "
+          f"+ {b['tolerance_s']:.2f} s tolerance; timer noise: finetune's runs {noise['median_s']:.2f} s median, "
+          f"slowest {noise['max_s']:.2f} s, +{100 * noise['spread']:.0f}% at most over a score's median")
     print(f"first score on {profile} from an empty cache: {out['first_s']:.0f} s (pool {out['first_pool_s']:.0f} s, "
           f"{out['models_trained']} models at {out['retrain_mean_s']:.1f} s each per worker; runs "
           f"{out['first_runs_s']:.0f} s); a new submission on the cached pool: {out['cached_s']:.0f} s; "
           f"peak RSS of one process {out['peak_rss_mb']:.0f} MB, peak PSS of the whole tree {out['peak_tree_pss_mb']:.0f} MB")
     return out
+
+
+def timer_noise(scores: list[list[float]]) -> dict:
+    """How far one fixed workload's run times spread: per score, the slowest run over that score's
+    median (the machine's state between scores moves the median too), the largest of those."""
+    import numpy as np
+
+    spread = [float(np.max(s) / np.median(s) - 1) for s in scores if len(s)]
+    every = np.concatenate([np.asarray(s, dtype=float) for s in scores])
+    return {"runs": int(every.size), "median_s": float(np.median(every)), "p95_s": float(np.percentile(every, 95)),
+            "max_s": float(every.max()), "spread": max(spread), "spread_per_score": spread}
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ measured on the machine that scores, in the same kind of worker and with the sam
 
 What every run pays and no submission can shorten (a fresh interpreter, imports including the
 optimisers, the model copy, the loaders) happens before the run's clock starts; the clock is the
-worker's, from the run's `ready` line to its exit. A run fails when that exceeds the budget plus
-the protocol's tolerance for timer noise (a fraction of the budget, measured by `make bench`).
+worker's, from the run's `ready` line to the end of its result pipe. A run fails when that exceeds
+the budget plus the protocol's tolerance for timer noise (a fraction of the budget, measured by
+`make bench`, and never less than unlearn_budget_tolerance_min_s, for the part of a run's time that
+does not shrink with its budget).
 `setup_s` (unlearn_grace_s) bounds only the harness's own work before `ready`.
 
 Not the competition's budget, and said so in every result and on the leaderboard: a custom
@@ -37,7 +39,8 @@ DEFAULT_ORACLE_FRACTION = 3.0
 @dataclass(frozen=True)
 class Budget:
     seconds: float           # what a run may take: fraction x retrain_s, or the floor where it is higher
-    tolerance_s: float       # timer noise allowed on top (protocol.unlearn_budget_tolerance x seconds)
+    tolerance_s: float       # timer noise allowed on top: protocol.unlearn_budget_tolerance x seconds, at least
+                             # protocol.unlearn_budget_tolerance_min_s
     setup_s: float           # the harness's own work before the clock starts (protocol.unlearn_grace_s)
     fraction: float
     retrain_s: float         # one retrain on this machine
@@ -89,7 +92,8 @@ def make(protocol: Protocol, pool, fraction: float | None = None, oracle: bool =
     retrain_s, basis, calibration = retrain_seconds(protocol, pool, workers, progress)
     own = protocol.unlearn_budget_fraction if fraction is None else fraction
     seconds = max(protocol.unlearn_budget_min_s, own * retrain_s)
-    return Budget(seconds=seconds, tolerance_s=protocol.unlearn_budget_tolerance * seconds,
+    tolerance = max(protocol.unlearn_budget_tolerance * seconds, protocol.unlearn_budget_tolerance_min_s)
+    return Budget(seconds=seconds, tolerance_s=tolerance,
                   setup_s=protocol.unlearn_grace_s, fraction=own, retrain_s=retrain_s, basis=basis,
                   floor_s=protocol.unlearn_budget_min_s, protocol_budget=fraction is None, oracle=oracle,
                   calibration=calibration)

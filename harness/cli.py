@@ -24,7 +24,7 @@ def _protocol(args):
     from harness import data
 
     p = protocol.get(args.profile, getattr(args, "pool", "rank"))
-    p = p.replace(secret_seeds=True) if getattr(args, "secret_seeds", False) else p
+    p = p.replace(secret_seeds=False) if getattr(args, "public_seeds", False) else p
     p = p.replace(precision=args.precision) if getattr(args, "precision", None) else p  # named by data.resolve
     return data.resolve(p, getattr(args, "data", None), getattr(args, "scenario", None), getattr(args, "label", None))
 
@@ -254,9 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                             help="fp32 (default) or bf16 autocast in training and evaluation (for a GPU; a "
                                  "separate pool, recorded in the result)")
-            sp.add_argument("--secret-seeds", action="store_true",
-                            help="competition mode: retrained models' seeds come from a per-pool secret, so a "
-                                 "submission cannot rebuild the pool from the public recipe (a separate pool)")
+            sp.add_argument("--public-seeds", action="store_true",
+                            help="the protocol's public seeds instead of the cache's secret key: a pool and test "
+                                 "split anyone can rebuild bit for bit (a separate pool; results say so)")
         if profile:
             data_options(sp)
         sp.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -1,42 +1,120 @@
-"""Is a returned model one of the reference pool's retrained models? (numpy only)
+"""Is a returned model a copy of one of the reference pool's retrained models? (numpy only)
 
-The sandbox keeps the pool out of a run's reach; this check is the second line, for a platform
-that refused the sandbox or a leak nobody has found yet. A model that is (nearly) a retrained
-model makes the two populations identical and scores F = 1, which no unlearning can reach, so
-such a run is rejected like any other broken one. Two views, each with a threshold that honest
-models are far from:
+The sandbox keeps the pool out of a run's reach and secret seeds keep it from being rebuilt; this
+check is the third line, for a platform that refused the sandbox, a public-seed pool, or a leak
+nobody has found yet. A model that is (nearly) a retrained model makes the two populations alike
+and scores far above what unlearning reaches, so such a run is rejected like any other broken one.
 
-- weights: the relative L2 distance ||θ_u − θ_j|| / ||θ_j|| to the nearest retrained model, over
-  the learned weights. Two models trained from different seeds are at a distance of order 1; a
-  copy is at 0; a copy with a little noise added to slip past an equality test stays under
-  NEAR_WEIGHTS. Batch-norm running statistics are left out: they follow the data's scale, not
-  the seed (on raw 0..255 pixels the first layer's running variance is 99% of a ResNet's norm,
-  and every model would look like every other).
-- function: the RMS difference of forget-set confidences to the nearest retrained model, against
-  the closest that two retrained models (independent seeds) ever come to each other. A run closer
-  than NEAR_FUNCTION of that is not a model trained independently of the pool.
+A network has symmetries: changes of its weights that leave its function alone. A check on raw
+weights is fooled by them: scale a convolution by c and its batch norm's running mean by c and
+running variance by c² and the weights move far while the function stays; permute the hidden
+channels of a layer (and the next layer's inputs with them) and nothing lines up. So the weights
+are compared where those symmetries cannot reach, and layer by layer, the median over layers, so
+that noise on a few layers (the head, say) does not hide the rest:
+
+- canonical layers: each convolution or linear layer with its batch norm folded in (w·γ/√(σ²+ε),
+  and (b − μ)·γ/√(σ²+ε) + β), then balanced (Sinkhorn: every output row, and every input channel's
+  block of columns, scaled to unit norm in turn). That is the form of a layer that no positive
+  rescaling of its output or input channels changes: what batch norm statistics and ReLU's
+  positive homogeneity allow.
+- weights: the relative L2 distance of each canonical layer (on fixed coordinates) to the same
+  layer of a retrained model. Independently trained models are at ~1 in every layer; a copy,
+  rescaled or not, at 0 in every layer it did not add noise to.
+- spectrum: the relative distance of each canonical layer's singular values. Those do not change
+  when hidden channels are permuted either; independently trained models are at 0.007 (ResNet-18)
+  to 0.03 (the small CNN) at the least, a copy at 0.
+- function: the logits on the forget set and on the test images the trusted side keeps, each
+  example's logits centred (adding one number to every class changes no probability). The RMS
+  difference to the nearest retrained model, against the closest that two retrained models
+  (independent seeds) ever come to each other: closer than NEAR_FUNCTION of that is not a model
+  trained independently of the pool, whatever its weights look like.
+
+The thresholds' false-positive rate, measured on every method of the library and the oracle, is in
+the README (Threat model).
 """
 from __future__ import annotations
 
 import numpy as np
 
-NEAR_WEIGHTS = 0.1        # relative L2 distance below which weights count as a copy (independent models: ~0.8)
-STATISTICS = ("running_mean", "running_var")  # state-dict entries that are not learned weights
-NEAR_FUNCTION = 0.25      # fraction of the closest pair of retrained models, in forget confidences
-MAX_COORDS = 1 << 16      # weights compared on at most this many fixed coordinates (ResNet-18: 11M)
-_COORD_SEED = 0
+NEAR_WEIGHTS = 0.1        # median over layers of the canonical layers' relative distance (independent: >= 1)
+NEAR_SPECTRUM = 0.002     # median over layers of the singular values' relative distance (independent: >= 0.007)
+NEAR_FUNCTION = 0.25      # fraction of the closest pair of retrained models, in centred logits
+BN_EPS = 1e-5             # torch's BatchNorm2d default, which every architecture here uses
+SINKHORN_ROUNDS = 12      # balancing rounds: the distance between two copies is then below 1e-6
+LAYER_COORDS = 4096       # a layer's weights compared on at most this many fixed coordinates
+BN_PARTS = ("weight", "bias", "running_mean", "running_var")
 
 
-def weight_vector(state: dict) -> np.ndarray:
-    """Learned floating-point tensors of a state dict, flattened in key order: float64 [M]; above
-    MAX_COORDS, the same fixed random coordinates for every model of one architecture."""
-    parts = [v.detach().cpu().double().reshape(-1).numpy() for k, v in sorted(state.items())
-             if v.is_floating_point() and not k.endswith(STATISTICS)]
-    vec = np.concatenate(parts) if parts else np.zeros(0)
-    if vec.size > MAX_COORDS:
-        idx = np.sort(np.random.default_rng(_COORD_SEED).choice(vec.size, MAX_COORDS, replace=False))
-        vec = vec[idx]
-    return vec
+def layers(keys: list[str]) -> list[tuple[str, str | None, str | None]]:
+    """(weight key, bias key, batch norm prefix) of every convolution and linear layer, in the order
+    of a state dict's keys (the trusted original's: a run may reorder its own). A batch norm
+    belongs to the convolution before it (conv-BN, conv-pool-BN, and ResNet's blocks and shortcuts)."""
+    found: list[list] = []
+    names = set(keys)
+    for key in keys:
+        prefix, _, leaf = key.rpartition(".")
+        if leaf == "running_mean" and all(f"{prefix}.{p}" in names for p in BN_PARTS):
+            if found and found[-1][2] is None:
+                found[-1][2] = prefix
+        elif leaf == "weight" and f"{prefix}.running_mean" not in names:
+            found.append([key, f"{prefix}.bias" if f"{prefix}.bias" in names else None, None])
+    return [tuple(x) for x in found]
+
+
+def _array(v) -> np.ndarray:
+    return np.asarray(v.detach().cpu().double()) if hasattr(v, "detach") else np.asarray(v, dtype=np.float64)
+
+
+def _balanced(m: np.ndarray, blocks: int) -> np.ndarray:
+    """m [O, I*k + 1] (the last column the bias), balanced: rows and input-channel blocks of k
+    columns to unit norm, in turn (Sinkhorn), rows last."""
+    m = m.copy()
+    body = m[:, :-1].reshape(m.shape[0], blocks, -1)  # a view into m: splitting an axis never copies
+    for _ in range(SINKHORN_ROUNDS):
+        m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+        body /= np.maximum(np.sqrt((body ** 2).sum(axis=(0, 2), keepdims=True)), 1e-12)
+    m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+    return m
+
+
+def canonical(state: dict, structure: list[tuple[str, str | None, str | None]]) -> list[np.ndarray]:
+    """Each layer's canonical form (module docstring): [O, I*k + 1] per layer."""
+    out = []
+    for weight, bias, bn in structure:
+        w = _array(state[weight])
+        w = w.reshape(w.shape[0], w.shape[1], -1)                      # [O, I, k]
+        b = _array(state[bias]) if bias else np.zeros(w.shape[0])
+        if bn:
+            g, beta, mean, var = (_array(state[f"{bn}.{p}"]) for p in BN_PARTS)
+            s = g / np.sqrt(np.maximum(var, 0.0) + BN_EPS)
+            w, b = w * s[:, None, None], (b - mean) * s + beta
+        out.append(_balanced(np.concatenate([w.reshape(w.shape[0], -1), b[:, None]], axis=1), w.shape[1]))
+    return out
+
+
+def view(state: dict, structure: list[tuple[str, str | None, str | None]]) -> dict:
+    """A model's weights as the check compares them: per layer, canonical weights on fixed
+    coordinates ("weights", [L] arrays) and singular values ("spectra", [L] arrays)."""
+    weights, spectra = [], []
+    for m in canonical(state, structure):
+        flat = m.ravel()
+        if flat.size > LAYER_COORDS:  # the same coordinates for every model of one architecture
+            flat = flat[np.sort(np.random.default_rng(flat.size).choice(flat.size, LAYER_COORDS, replace=False))]
+        weights.append(flat)
+        spectra.append(np.linalg.svd(m, compute_uv=False))
+    return {"weights": weights, "spectra": spectra}
+
+
+def stack(views: list[dict]) -> dict:
+    """The pool's views, layer by layer: {"weights": [L] arrays [K, m_l], "spectra": [L] arrays [K, r_l]}."""
+    return {part: [np.stack([v[part][i] for v in views]) for i in range(len(views[0][part]))]
+            for part in ("weights", "spectra")}
+
+
+def function_vector(*logits: np.ndarray) -> np.ndarray:
+    """Logits [N, C] of several sets, each example's centred, flattened: float64 [sum N * C]."""
+    parts = [np.asarray(lg, dtype=np.float64) for lg in logits]
+    return np.concatenate([(lg - lg.mean(axis=1, keepdims=True)).ravel() for lg in parts])
 
 
 def rms_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -45,29 +123,40 @@ def rms_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(sq, 0.0, None) / max(a.shape[1], 1))
 
 
-def closest_pair(confidences: np.ndarray) -> float:
-    """The smallest RMS confidence difference between two different retrained models ([K, N])."""
-    d = rms_distances(confidences, confidences)
+def closest_pair(functions: np.ndarray) -> float:
+    """The smallest RMS difference between two different retrained models ([K, N] function vectors)."""
+    d = rms_distances(functions, functions)
     np.fill_diagonal(d, np.inf)
     return float(d.min()) if d.size > 1 else float("inf")
 
 
-def nearest(vec: np.ndarray, conf: np.ndarray, pool_vecs: np.ndarray, pool_conf: np.ndarray) -> dict:
-    """Distances of one model (weights [M], confidences [N]) to the nearest retrained models
-    (pool_vecs [K, M], pool_conf [K, N])."""
-    w = np.linalg.norm(pool_vecs - vec[None], axis=1) / np.maximum(np.linalg.norm(pool_vecs, axis=1), 1e-12)
-    f = rms_distances(conf[None], pool_conf)[0]
+def _median_relative(one: list[np.ndarray], pool: list[np.ndarray]) -> np.ndarray:
+    """[K]: for each pool model, the median over layers of ||one_l − pool_l|| / ||pool_l||."""
+    rel = [np.linalg.norm(p - o[None], axis=1) / np.maximum(np.linalg.norm(p, axis=1), 1e-12) for o, p in zip(one, pool)]
+    return np.median(np.stack(rel), axis=0)
+
+
+def nearest(model: dict, func: np.ndarray, pool: dict, pool_funcs: np.ndarray) -> dict:
+    """Distances of one model (its `view`, its function [N]) to the nearest retrained models (the
+    pool's `stack`ed views, pool_funcs [K, N])."""
+    w, s = _median_relative(model["weights"], pool["weights"]), _median_relative(model["spectra"], pool["spectra"])
+    f = rms_distances(func[None], pool_funcs)[0]
     return {"weights_model": int(w.argmin()), "weights_distance": float(w.min()),
+            "spectrum_model": int(s.argmin()), "spectrum_distance": float(s.min()),
             "function_model": int(f.argmin()), "function_distance": float(f.min())}
 
 
 def copy_reason(found: dict, pool_closest_pair: float) -> str | None:
     """Why a model counts as a copy of a retrained model, or None."""
     if found["weights_distance"] < NEAR_WEIGHTS:
-        return (f"its weights are retrained model {found['weights_model']}'s (relative distance "
-                f"{found['weights_distance']:.2g} < {NEAR_WEIGHTS})")
+        return (f"its weights are retrained model {found['weights_model']}'s, up to rescaling (median relative distance "
+                f"{found['weights_distance']:.2g} < {NEAR_WEIGHTS} over its batch-norm-folded, balanced layers)")
+    if found["spectrum_distance"] < NEAR_SPECTRUM:
+        return (f"its weights are retrained model {found['spectrum_model']}'s, up to rescaling and permuted channels "
+                f"(median relative distance of the layers' singular values {found['spectrum_distance']:.2g} < "
+                f"{NEAR_SPECTRUM})")
     if found["function_distance"] < NEAR_FUNCTION * pool_closest_pair:
-        return (f"its forget-set confidences are retrained model {found['function_model']}'s (RMS difference "
-                f"{found['function_distance']:.3g}, while two independently retrained models are never closer "
-                f"than {pool_closest_pair:.3g})")
+        return (f"its outputs are retrained model {found['function_model']}'s (RMS difference of centred logits on the "
+                f"forget and test images {found['function_distance']:.3g}, while two independently retrained models "
+                f"are never closer than {pool_closest_pair:.3g})")
     return None

@@ -14,8 +14,11 @@ import json
 import os
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = "1.5"  # 1.1: secret_seeds; 1.2: kaggle-mini; 1.3: dev pools; 1.4: data sources, scenarios, digits;
-                          # 1.5: precision, and default's faster CNN (a new default pool: its scores are not 1.4's)
+PROTOCOL_VERSION = "2.0"  # 1.1: secret_seeds; 1.2: kaggle-mini; 1.3: dev pools; 1.4: data sources, scenarios, digits;
+                          # 1.5: precision, and default's faster CNN (a new default pool: its scores are not 1.4's);
+                          # 2.0: the competition's rules: a run's budget is a fifth of one retrain timed where it is
+                          # scored (no floor), plus a tolerance for timer noise, and past it the run fails; secret
+                          # seeds by default, for the data (images, split) as for the retrained models; digits at 32x32
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ class Protocol:
     k: int                                # retrained models and unlearning runs (competition: 512)
     original_seed: int                    # seed of the one original model
     retrain_seed0: int                    # retrained model j is trained with seed retrain_seed0 + j ...
-    secret_seeds: bool                    # ... unless True: then seeds derive from the pool's secret.key (reference_pool)
+    secret_seeds: bool                    # ... unless True (the default): then its seed, the data's and the split's
+                                          # derive from the cache's secret key (harness.keys); --public-seeds
     unlearn_seed0: int                    # unlearning run i gets seed unlearn_seed0 + i
 
     # --- unlearning runs (PROTOCOL §3, §6) ---
@@ -80,6 +84,9 @@ class Protocol:
 
     # --- the run budget's tolerance for timer noise (harness.budget) ---
     unlearn_budget_tolerance: float = 0.5   # a run fails past budget x (1 + this): the timer noise `make bench` measures
+    unlearn_budget_tolerance_min_s: float = 0.1  # ... and never less than this much: a run's time has a part that does not
+                                                 # shrink with the budget (finetune's runs on quick spread 44 ms
+                                                 # around a 60 ms median, 2026-12-02)
 
     @property
     def major(self) -> int:
@@ -92,7 +99,7 @@ class Protocol:
         """The fields that decide the reference pool's models (see module docstring)."""
         unlearning_side = {"name", "k", "unlearn_seed0", "loader_batch_size", "unlearn_budget_fraction",
                            "unlearn_budget_min_s", "unlearn_grace_s", "memory_limit_gb", "eval_batch_size", "device",
-                           "unlearn_budget_tolerance"}
+                           "unlearn_budget_tolerance", "unlearn_budget_tolerance_min_s"}
         fields = {k: v for k, v in self.to_dict().items() if k not in unlearning_side and k not in DATA_FIELDS}
         if self.precision == "fp32":  # a 1.4 protocol's hash: existing fp32 pools stay valid
             del fields["precision"]
@@ -122,10 +129,19 @@ class Protocol:
     def replace(self, **changes) -> "Protocol":
         return dataclasses.replace(self, **changes)
 
+    def for_run(self) -> "Protocol":
+        """What an unlearning run is told (harness.protocol.active()): the recipe a method may
+        read, with every seed and path blanked. None of them is needed to unlearn; with public
+        seeds they would rebuild the pool, and a path names where the data lives."""
+        return self.replace(**RUN_BLANKED)
+
+
+RUN_BLANKED = {"data_seed": -1, "split_seed": -1, "original_seed": -1, "retrain_seed0": -1, "unlearn_seed0": -1,
+               "data_path": "", "data_digest": ""}
 
 DATA_FIELDS = ("data_source", "data_seed", "n_identities", "images_per_identity", "image_size", "n_forget_identities",
                "split_seed", "split_fractions", "n_classes", "data_path", "data_digest", "label", "max_images",
-               "scenario", "forget_fraction", "forget_class")
+               "scenario", "forget_fraction", "forget_class", "secret_seeds")
 
 
 def _hash(obj: dict) -> str:
@@ -144,7 +160,7 @@ QUICK = Protocol(
     arch="cnn", width=16,
     epochs=12, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=8,
-    k=8, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
+    k=8, original_seed=0, retrain_seed0=1000, secret_seeds=True, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
     max_images=1200,
@@ -162,7 +178,7 @@ DEFAULT = Protocol(
     arch="cnn-pool-first", width=16,
     epochs=10, batch_size=128, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=7,
-    k=32, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
+    k=32, original_seed=0, retrain_seed0=1000, secret_seeds=True, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
     max_images=7500,
@@ -177,7 +193,7 @@ COMPETITION = Protocol(
     arch="resnet18", width=64,
     epochs=30, batch_size=64, optimizer="adam", lr=1e-4, weight_decay=5e-3, schedule="cosine",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=20,
-    k=512, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
+    k=512, original_seed=0, retrain_seed0=1000, secret_seeds=True, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=60.0, memory_limit_gb=16.0,
     device="auto", eval_batch_size=1024,
     max_images=0,
@@ -194,7 +210,7 @@ KAGGLE_MINI = Protocol(
     arch="resnet18", width=64,
     epochs=8, batch_size=64, optimizer="adam", lr=1e-4, weight_decay=5e-3, schedule="cosine",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=6,
-    k=8, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
+    k=8, original_seed=0, retrain_seed0=1000, secret_seeds=True, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
     max_images=2500,
@@ -213,7 +229,7 @@ DIGITS = Protocol(
     arch="cnn-pool-first", width=16,
     epochs=12, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=5e-4, schedule="onecycle",
     class_weighted=True, original_best_from_epoch=1, retrain_best_from_epoch=8,
-    k=16, original_seed=0, retrain_seed0=1000, secret_seeds=False, unlearn_seed0=2000,
+    k=16, original_seed=0, retrain_seed0=1000, secret_seeds=True, unlearn_seed0=2000,
     loader_batch_size=64, unlearn_budget_fraction=0.2, unlearn_budget_min_s=0.0, unlearn_grace_s=10.0, memory_limit_gb=4.0,
     device="cpu", eval_batch_size=512,
     scenario="random", forget_fraction=0.05,
@@ -221,8 +237,10 @@ DIGITS = Protocol(
 
 PROFILES = {p.name: p for p in (QUICK, DEFAULT, COMPETITION, KAGGLE_MINI, DIGITS)}
 
-# The child process of an unlearning run finds its protocol here (see `active`).
+# The child process of an unlearning run finds its protocol (Protocol.for_run) and its time
+# budget here (see `active`, `active_budget`).
 ACTIVE_ENV = "HARNESS_ACTIVE_PROTOCOL"
+BUDGET_ENV = "HARNESS_ACTIVE_BUDGET"
 
 
 # The dev pool of a profile: the same data and original model, with retrained models and unlearning
@@ -256,9 +274,20 @@ def from_dict(d: dict) -> Protocol:
 
 
 def active() -> Protocol:
-    """The protocol of the unlearning run this process belongs to (for oracle submissions that
-    reuse the reference recipe)."""
+    """The protocol of the unlearning run this process belongs to: the reference recipe (epochs,
+    learning rate, batch sizes, the budget's fraction, ...) without its seeds or paths
+    (Protocol.for_run)."""
     blob = os.environ.get(ACTIVE_ENV)
     if not blob:
         raise RuntimeError(f"{ACTIVE_ENV} is not set: harness.protocol.active() only works inside a harness run")
     return from_dict(json.loads(blob))
+
+
+def active_budget() -> dict:
+    """The time budget of the unlearning run this process belongs to: {"seconds": what the run may
+    take, "limit_s": past this it fails (the budget and its tolerance for timer noise)}. The clock
+    is the harness's, from just before the submission is imported to the run's end."""
+    blob = os.environ.get(BUDGET_ENV)
+    if not blob:
+        raise RuntimeError(f"{BUDGET_ENV} is not set: harness.protocol.active_budget() only works inside a harness run")
+    return json.loads(blob)

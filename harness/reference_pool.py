@@ -10,15 +10,16 @@ truncated or altered; `load` never returns a pool that fails the check; `load_st
 bytes it loads. One process at a time builds a pool (a lock file, `.build.lock`); another waits
 and then finds the models done.
 
-Seeds. With public seeds (every profile's default) retrained model j is trained with seed
-retrain_seed0 + j: anyone with the protocol can rebuild the pool bit for bit, which is what makes
-a score reproducible. With `secret_seeds` (competition mode) seed j is derived from 32 random bytes
-made once per pool, `secret.key` (mode 0600): the first 4 bytes, big-endian, of
-sha256(secret + j as 8 bytes big-endian), masked to 31 bits. A submission that knows the public
-recipe then cannot rebuild the retrained models to imitate them. Records store "seed": null and
-the pool's `seed_commitment`, sha256(secret), which a result can publish: whoever holds the key
-can later show that the pool came from it by retraining any model. Unlearning runs' seeds are
-public in both modes.
+Seeds. By default (`secret_seeds`) retrained model j's seed derives from the pool's key, which
+derives from the cache's secret key (harness.keys): the first 4 bytes, big-endian, of
+sha256(pool key + j as 8 bytes big-endian), masked to 31 bits. A submission that knows the public
+recipe cannot rebuild the retrained models to imitate them (and the data they were trained on is
+secret too). Records store "seed": null and the pool's `seed_commitment`, sha256(pool key), which
+results publish: whoever holds the key can later show that the pool came from it by retraining any
+model. The original's record carries the commitment as well (its data derives from the same key),
+while its seed stays public. With public seeds (`--public-seeds`) retrained model j is trained
+with seed retrain_seed0 + j: anyone with the protocol can rebuild the pool bit for bit. Unlearning
+runs' seeds are public in both modes.
 
 Stacking. With a stack size G > 1 (`stack_size`: HARNESS_STACK, else 16 on a GPU, 1 on a CPU)
 the retrained models train G at a time in one job (harness.stacked); each still gets its own
@@ -28,12 +29,12 @@ bit-identical to a model trained alone (another summation order), yet the recipe
 the device, stacking is an execution detail recorded per model and not part of the cache key.
 
 Layout:
+    <cache>/secret.key                        the key secret seeds derive from (harness.keys)
     <cache>/data-<data hash>/                 the data set (harness.data)
     <cache>/<profile>-<reference hash>/
         manifest.json                         protocol, hashes, accuracies, timings
         original.pt, original.json            weights, and record (accuracies, confidences, seconds, weights_sha256)
         retrain/0000.pt, retrain/0000.json    retrained model j
-        secret.key                            secret_seeds only: the secret the seeds derive from
         .build.lock                           held while a process trains models here
 """
 from __future__ import annotations
@@ -43,7 +44,6 @@ import hashlib
 import io
 import os
 import platform
-import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -51,12 +51,11 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import metric, paths
+from harness import keys, metric, paths
 from harness.protocol import PROTOCOL_VERSION, Protocol
 
 RECORD_KEYS = ("seed", "seconds", "retain_acc", "test_acc", "forget_acc", "val_acc", "forget_confidences",
                "weights_sha256")
-SECRET_FILE = "secret.key"
 LOCK_FILE = ".build.lock"
 
 
@@ -71,7 +70,7 @@ class Pool:
     data_root: Path
     original: dict
     retrains: list[dict]          # K records, index j = retrained model j
-    seed_commitment: str | None = None  # sha256(secret.key) with secret seeds, else None
+    seed_commitment: str | None = None  # sha256(pool key) with secret seeds, else None
 
     @property
     def k(self) -> int:
@@ -145,15 +144,11 @@ def secret_seed(secret: bytes, j: int) -> int:
     return int.from_bytes(hashlib.sha256(secret + j.to_bytes(8, "big")).digest()[:4], "big") & 0x7FFFFFFF
 
 
-def _secret(root: Path, create: bool) -> bytes | None:
-    """The pool's secret; made on first use when `create` (the caller holds the build lock)."""
-    path = root / SECRET_FILE
-    if create and not path.exists():
-        paths.atomic_write_bytes(path, secrets.token_bytes(32), mode=0o600)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
+def _pool_key(protocol: Protocol, cache: Path, create: bool) -> bytes | None:
+    """The pool's key (None with public seeds, or when the cache has no key and `create` is false)."""
+    if not protocol.secret_seeds:
         return None
+    return keys.pool_key(protocol, keys.install(cache) if create else keys.read(cache))
 
 
 def _check(root: Path, protocol: Protocol, k: int, commitment: str | None) -> tuple[dict, list[str]]:
@@ -175,15 +170,11 @@ def _check(root: Path, protocol: Protocol, k: int, commitment: str | None) -> tu
             continue
         if actual != rec["weights_sha256"]:
             problems.append(f"{name} does not match its recorded sha256 (truncated or altered)")
-        elif j is not None and protocol.secret_seeds and rec.get("seed_commitment") != commitment:
-            problems.append(f"{name} was trained with another {SECRET_FILE}")
+        elif protocol.secret_seeds and rec.get("seed_commitment") != commitment:
+            problems.append(f"{name} was trained under another {keys.KEY_FILE}")
         else:
             good[j] = rec
     return good, problems
-
-
-def _commitment(secret: bytes | None) -> str | None:
-    return None if secret is None else hashlib.sha256(secret).hexdigest()
 
 
 # ---- worker side: runs in a worker process with one intra-op thread -------------------------
@@ -191,12 +182,27 @@ def _commitment(secret: bytes | None) -> str | None:
 _WORKER_CACHE: dict = {}
 
 
+def version(*files: Path) -> tuple:
+    """When these files last changed (every write here renames a new file into place): what a
+    worker's cache is keyed by besides the path, so a data set or pool made again at the same path
+    (a new key, a damaged file) is never served from memory."""
+    out = []
+    for f in files:
+        try:
+            out.append(Path(f).stat().st_mtime_ns)
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
 def worker_splits(data_root: Path) -> dict:
-    """The data splits, loaded once per worker process."""
+    """The data splits, loaded once per worker process (and again when the data set was remade)."""
     from harness import data
 
-    key = ("splits", str(data_root))
+    key = ("splits", str(data_root), version(Path(data_root) / "meta.json"))
     if key not in _WORKER_CACHE:
+        for old in [c for c in _WORKER_CACHE if c[:2] == key[:2]]:
+            del _WORKER_CACHE[old]
         _WORKER_CACHE[key] = data.load_splits(Path(data_root))
     return _WORKER_CACHE[key]
 
@@ -279,8 +285,8 @@ def decode_array(blob: dict) -> np.ndarray:
 def _train_one(protocol_dict: dict, data_root: str, root: str, j: int | None, seed: int,
                commitment: str | None) -> dict:
     """Train the original (j=None) or retrained model j with `seed`, evaluate it, write its
-    record. Under secret seeds (`commitment` set) a retrained model's record keeps the pool's
-    commitment instead of its seed."""
+    record. Under secret seeds (`commitment` set) its record keeps the pool's commitment, and a
+    retrained model's record keeps it instead of its seed."""
     import torch
 
     from harness import data as data_mod, protocol as protocol_mod, training
@@ -340,8 +346,10 @@ def _write_record(protocol: Protocol, splits: dict, root: str, j: int | None, st
     blob = buf.getvalue()
     rec = {**info, **evaluate_state(protocol, state, splits), "torch_threads": torch.get_num_threads(),
            "weights_sha256": hashlib.sha256(blob).hexdigest()}
-    if commitment is not None and j is not None:  # the original's seed stays public
-        rec.update(seed=None, seed_commitment=commitment)
+    if commitment is not None:
+        rec.update(seed_commitment=commitment)
+        if j is not None:  # the original's seed stays public
+            rec.update(seed=None)
     path = _record_path(Path(root), j)
     paths.atomic_write_bytes(path.with_suffix(".pt"), blob)
     paths.atomic_write_json(path, rec)  # last: its presence marks the model finished
@@ -411,8 +419,8 @@ def ensure(protocol: Protocol, k: int | None = None, cache: Path | None = None, 
         return pool
     (root / "retrain").mkdir(parents=True, exist_ok=True)
     with paths.locked(root / LOCK_FILE, f"building reference pool {root.name}"):
-        secret = _secret(root, create=True) if protocol.secret_seeds else None
-        commitment = _commitment(secret)
+        secret = _pool_key(protocol, cache, create=True)
+        commitment = keys.commitment(secret)
         good, problems = _check(root, protocol, k, commitment)  # again: another process may have trained them
         for problem in problems:
             print(f"reference pool: {problem}: training it again", file=sys.stderr, flush=True)
@@ -439,6 +447,12 @@ def ensure(protocol: Protocol, k: int | None = None, cache: Path | None = None, 
     return pool
 
 
+def seed_of(protocol: Protocol, j: int | None, cache: Path | None = None) -> int:
+    """The seed the pool's model j (None: the original) is trained with, for whoever holds the
+    cache (and so its key): how one shows that a pool came from its key, by training a model again."""
+    return _seed(protocol, _pool_key(protocol, Path(cache or paths.cache_dir()), create=False), j)
+
+
 def _seed(protocol: Protocol, secret: bytes | None, j: int | None) -> int:
     if j is None:
         return protocol.original_seed
@@ -448,11 +462,11 @@ def _seed(protocol: Protocol, secret: bytes | None, j: int | None) -> int:
 def _load(protocol: Protocol, k: int, root: Path, data_root: Path) -> tuple[Pool | None, list[str], int]:
     """The pool if every model is present and passes its check, else None; the problems found;
     the number of models missing or failing."""
-    secret = _secret(root, create=False) if protocol.secret_seeds else None
-    commitment = _commitment(secret)
+    secret = _pool_key(protocol, root.parent, create=False)
+    commitment = keys.commitment(secret)
     good, problems = _check(root, protocol, k, commitment)
     if protocol.secret_seeds and secret is None:
-        problems.insert(0, f"{SECRET_FILE} is missing")
+        problems.insert(0, f"the cache's {keys.KEY_FILE} is missing")
     missing = k + 1 - len(good)
     if missing:
         return None, problems, missing
@@ -466,8 +480,8 @@ def records(protocol: Protocol, k: int, data_root: Path, cache: Path | None = No
     recs = {j: _read_record(_record_path(root, j)) for j in [None, *range(k)]}
     if any(r is None for r in recs.values()):
         raise FileNotFoundError(f"reference pool {root} lacks models: run `make reference PROFILE={protocol.name}`")
-    secret = _secret(root, create=False) if protocol.secret_seeds else None
-    return Pool(root, protocol, Path(data_root), recs[None], [recs[j] for j in range(k)], _commitment(secret))
+    commitment = keys.commitment(_pool_key(protocol, root.parent, create=False))
+    return Pool(root, protocol, Path(data_root), recs[None], [recs[j] for j in range(k)], commitment)
 
 
 def load(protocol: Protocol, k: int, cache: Path | None = None) -> Pool:

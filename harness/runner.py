@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cgroups, paths
-from harness.protocol import ACTIVE_ENV, Protocol
+from harness.protocol import ACTIVE_ENV, BUDGET_ENV, Protocol
 
 OUTPUT_KEEP_BYTES = 16_384    # head and tail of a run's stdout/stderr kept for the log
 TRACEBACK_TAIL_LINES = 12
@@ -44,6 +44,7 @@ RUNNER_VERSION = "sandbox-4"  # in every runs folder's key: runs of an older run
                               # (2: loaders in the Kaggle notebooks' order, seeded after the model is loaded;
                               # 3: records keep the report's outputs, run 0 keeps its weights for saliency maps;
                               # 4: the net in channels_last, a cgroup, the competition's budget)
+COPY_CHECK_VERSION = 2        # the pool's copy-check views (harness.copies): 2 = canonical layers and spectra
 SANDBOX_ENV = "HARNESS_SANDBOX"
 SANDBOX_MODES = ("auto", "require", "userns", "off")
 SCRATCH_MB = 1024             # each of the run's tmpfs folders (/scratch, /tmp, /dev/shm)
@@ -116,7 +117,8 @@ def runs_dir(pool_dir: Path, protocol: Protocol, submission: Submission, budget_
     key = hashlib.sha256(json.dumps({
         "sha": submission.sha256, "seed0": protocol.unlearn_seed0, "batch": protocol.loader_batch_size,
         "device": protocol.device, "budget_fraction": fraction, "budget_min_s": protocol.unlearn_budget_min_s,
-        "tolerance": protocol.unlearn_budget_tolerance, "grace_s": protocol.unlearn_grace_s, "memory_gb": protocol.memory_limit_gb, "runner": RUNNER_VERSION,
+        "tolerance": [protocol.unlearn_budget_tolerance, protocol.unlearn_budget_tolerance_min_s],
+        "grace_s": protocol.unlearn_grace_s, "memory_gb": protocol.memory_limit_gb, "runner": RUNNER_VERSION,
         "unsandboxed": sandbox == "off"}, sort_keys=True).encode()).hexdigest()[:16]
     return pool_dir / "runs" / f"{submission.name}-{key}"
 
@@ -257,13 +259,14 @@ def _libc():
 def _worker_state(protocol: Protocol, pool_dir: Path, data_root: Path, k: int) -> dict:
     """What every run of this worker needs, loaded once and checked against the pool's recorded
     sha256: the splits, the original weights, the bytes handed to each run, and the retrained
-    models' weight vectors and confidences for the copy check."""
+    models' canonical weights and outputs for the copy check."""
     import numpy as np
     import torch
 
     from harness import copies, data, reference_pool, training
 
-    key = ("run-state", str(pool_dir), str(data_root), k)
+    key = ("run-state", str(pool_dir), str(data_root), k,
+           reference_pool.version(pool_dir / "original.json", pool_dir / "retrain", Path(data_root) / "meta.json"))
     cache = reference_pool._WORKER_CACHE
     if key not in cache:
         for old in [c for c in cache if c[0] == "run-state"]:
@@ -271,10 +274,8 @@ def _worker_state(protocol: Protocol, pool_dir: Path, data_root: Path, k: int) -
         pool = reference_pool.records(protocol, k, data_root, pool_dir.parent)
         original = reference_pool.load_state(pool.original_weights, pool.original["weights_sha256"])
         splits = reference_pool.worker_splits(pool.data_root)
-        vecs = np.stack([copies.weight_vector(reference_pool.load_state(pool.retrain_weights(j),
-                                                                        pool.retrains[j]["weights_sha256"]))
-                         for j in range(k)])
-        conf = pool.forget_confidences()
+        structure = copies.layers(list(original))  # the architecture's key order: a run may reorder its own
+        funcs = np.stack([function_vector(rec["outputs"]) for rec in pool.retrains])
 
         def blob(obj) -> bytes:
             buf = io.BytesIO()
@@ -282,8 +283,9 @@ def _worker_state(protocol: Protocol, pool_dir: Path, data_root: Path, k: int) -
             return buf.getvalue()
 
         cache[key] = {
-            "original": original, "splits": splits, "pool_vecs": vecs, "pool_conf": conf,
-            "closest_pair": copies.closest_pair(conf),
+            "original": original, "splits": splits, "structure": structure,
+            "pool_views": _pool_views(pool, structure), "pool_funcs": funcs,
+            "closest_pair": copies.closest_pair(funcs),
             # The run is handed exactly these bytes; the test split is not among them.
             "inputs": {"original.pt": blob(original),
                        "splits.pt": blob({n: vars(data.kaggle_order(splits[n]))
@@ -292,6 +294,42 @@ def _worker_state(protocol: Protocol, pool_dir: Path, data_root: Path, k: int) -
         _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphans of an unsandboxed run come back here
         training.warm_up(protocol)
     return cache[key]
+
+
+def _pool_views(pool, structure) -> dict:
+    """The retrained models' weights as the copy check sees them (harness.copies.stack), made once
+    per pool and kept beside it (a ResNet-18's singular values take seconds a model), under a name
+    that changes with any of its models."""
+    import numpy as np
+
+    from harness import copies, reference_pool
+
+    digest = hashlib.sha256(json.dumps([COPY_CHECK_VERSION, structure, [r["weights_sha256"] for r in pool.retrains]])
+                            .encode()).hexdigest()[:16]
+    path = pool.dir / f".copy-views-{digest}.npz"
+    n = len(structure)
+    with paths.locked(pool.dir / ".copy-views.lock", "preparing the copy check"):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {"weights": [z[f"w{i}"] for i in range(n)], "spectra": [z[f"s{i}"] for i in range(n)]}
+        except (OSError, ValueError, KeyError):
+            pass  # absent or damaged: made again
+        views = copies.stack([copies.view(reference_pool.load_state(pool.retrain_weights(j), rec["weights_sha256"]),
+                                          structure) for j, rec in enumerate(pool.retrains)])
+        buf = io.BytesIO()
+        np.savez(buf, **{f"w{i}": a for i, a in enumerate(views["weights"])},
+                 **{f"s{i}": a for i, a in enumerate(views["spectra"])})
+        paths.atomic_write_bytes(path, buf.getvalue())
+    return views
+
+
+def function_vector(outputs: dict):
+    """A model's function for the copy check (harness.copies): its kept logits on the forget set and
+    on the test sample, as a record stores them (float16, so the pool's and a run's match in kind)."""
+    from harness import copies, reference_pool
+
+    return copies.function_vector(reference_pool.decode_array(outputs["forget_logits"]),
+                                  reference_pool.decode_array(outputs["test_logits"]))
 
 
 def sweep_boxes() -> int:
@@ -392,7 +430,8 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
             (inputs / name).write_bytes(blob)
         shutil.copyfile(submission, inputs / "submission.py")
         memory = protocol.memory_limit_gb if protocol.device == "cpu" else None  # CUDA maps far more than it uses
-        (inputs / "run.json").write_text(json.dumps({"protocol": protocol_dict, "seed": seed, "memory_limit_gb": memory}))
+        (inputs / "run.json").write_text(json.dumps({"protocol": protocol.for_run().to_dict(), "seed": seed,
+                                                     "memory_limit_gb": memory}))
         for sub in ("root", "scratch"):
             (box / sub).mkdir()
         result = _sandboxed(protocol, box, Path(pool_dir), budget, sandbox,
@@ -478,8 +517,6 @@ def load_weights(blob: bytes, original: dict) -> dict:
 def evaluate_weights(protocol: Protocol, state: dict, weights: dict, fail: str) -> tuple[dict, dict]:
     """Score checked weights in trusted code: accuracies, forget confidences, and the copy check
     against the reference pool (RunError when they are a retrained model). (metrics, nearest)."""
-    import numpy as np
-
     from harness import copies, reference_pool
 
     t_eval = time.perf_counter()
@@ -488,8 +525,8 @@ def evaluate_weights(protocol: Protocol, state: dict, weights: dict, fail: str) 
     except Exception as e:  # noqa: BLE001 - whatever checked weights still do to the evaluation is the run's failure
         raise RunError(fail + f"its weights cannot be evaluated: {_last_line(str(e) or type(e).__name__)}") from None
     metrics["eval_seconds"] = time.perf_counter() - t_eval
-    near = copies.nearest(copies.weight_vector(weights), np.asarray(metrics["forget_confidences"]),
-                          state["pool_vecs"], state["pool_conf"])
+    near = copies.nearest(copies.view(weights, state["structure"]), function_vector(metrics["outputs"]),
+                          state["pool_views"], state["pool_funcs"])
     copied = copies.copy_reason(near, state["closest_pair"])
     if copied:
         raise RunError(fail + f"it returned a copy of the reference pool: {copied}. A submission must unlearn "
@@ -521,9 +558,11 @@ def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget, sandbox: s
     when, all measured here."""
     from harness.data import sources
 
-    return sandboxed_process(box, pool_dir, budget.setup_s, budget.kill_s, sandbox, cap,
-                             {ACTIVE_ENV: json.dumps(protocol.to_dict())}, limits=run_limits(protocol),
-                             hide=sources.private_paths(protocol))
+    # What the run is told: the recipe without seeds or paths, and its budget.
+    told = {ACTIVE_ENV: json.dumps(protocol.for_run().to_dict()),
+            BUDGET_ENV: json.dumps({"seconds": budget.seconds, "limit_s": budget.limit_s})}
+    return sandboxed_process(box, pool_dir, budget.setup_s, budget.kill_s, sandbox, cap, told,
+                             limits=run_limits(protocol), hide=sources.private_paths(protocol))
 
 
 def run_limits(protocol: Protocol):

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from harness import __version__, budget, metric, paths, reference_pool, runner
+from harness.data.cache import SECRET_RECORD
+from harness.data.layout import read_meta
 from harness.protocol import PROTOCOL_VERSION, Protocol
 
 RESULT_SCHEMA = 2
@@ -132,6 +134,10 @@ def summarise(protocol: Protocol, pool, submission: runner.Submission, runs: lis
         "seeds": {"original": protocol.original_seed,
                   "retrain": None if protocol.secret_seeds else [r["seed"] for r in pool.retrains],
                   "retrain_secret_commitment": pool.seed_commitment, "unlearn": [r["seed"] for r in runs]},
+        # Secret seeds (the default): commitments to the keys the data set and the pool derive from
+        # (harness.keys); public seeds: anyone can rebuild this pool and its test split.
+        "secrets": {"public_seeds": not protocol.secret_seeds, "pool_commitment": pool.seed_commitment,
+                    "data_commitment": read_meta(pool.data_root).get(SECRET_RECORD)},
         # The rule the runs were held to; over_budget_runs took longer than the budget but stayed
         # within its tolerance for timer noise (a run past that fails).
         "budget": ({**run_budget.to_dict(), "retrain_seconds": run_budget.retrain_s,
@@ -233,6 +239,8 @@ def summary_text(r: dict) -> str:
                      "a run could read the cache")
     if r.get("suspicious"):
         lines.append(f"  WARNING: {r['suspicious']}")
+    if (r.get("secrets") or {}).get("public_seeds"):
+        lines.append("  note: public seeds: anyone can rebuild this pool and its test split (reproducible, not secret)")
     if r["budget"]["over_budget_runs"]:
         lines.append(f"  note: {r['budget']['over_budget_runs']} run(s) took longer than the budget, within its "
                      "tolerance for timer noise")

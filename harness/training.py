@@ -102,14 +102,15 @@ def warm_up(protocol: Protocol) -> None:
 
     if protocol.arch in _WARM:
         return
-    # The shapes and memory format a run's first steps use (oneDNN makes its kernels per shape).
+    # One step in the shapes and memory format a run's first steps use (oneDNN makes its kernels per
+    # shape), then each common optimiser's first step on those gradients.
     net = models.build(protocol).to(memory_format=torch.channels_last)
     x = torch.zeros(protocol.loader_batch_size, 3, protocol.image_size, protocol.image_size)
+    nn.functional.cross_entropy(net(x), torch.zeros(len(x), dtype=torch.long)).backward()
     for opt in (torch.optim.SGD(net.parameters(), lr=0.0, momentum=0.9),
                 torch.optim.Adam(net.parameters(), lr=0.0), torch.optim.AdamW(net.parameters(), lr=0.0)):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(x), torch.zeros(len(x), dtype=torch.long)).backward()
         opt.step()
+        opt.zero_grad(set_to_none=False)
     _WARM.add(protocol.arch)
 
 

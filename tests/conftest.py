@@ -2,12 +2,13 @@
 every test goes through the same code paths users run."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
-from harness import protocol, reference_pool
+from harness import keys, protocol, reference_pool
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMISSIONS = REPO / "submissions"
@@ -19,9 +20,15 @@ BAD = Path(__file__).resolve().parent / "submissions"
 FAST = protocol.QUICK.replace(k=2, unlearn_budget_min_s=3.0, unlearn_grace_s=20.0, memory_limit_gb=1.0)
 
 
+# The session cache's secret key: fixed, so that the tests' secret data sets and pools are the same
+# on every run (a user's cache makes a random one; runs never see either).
+TEST_KEY = hashlib.sha256(b"unlearning-harness test cache").digest()
+
+
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cache")
+    keys.install(path, TEST_KEY)
     mp = pytest.MonkeyPatch()
     mp.setenv("HARNESS_CACHE_DIR", str(path))
     yield path

@@ -12,22 +12,26 @@ import time
 import pytest
 
 from conftest import BAD, FAST, SUBMISSIONS, processes_with, run_processes_left
-from harness import paths, runner, score
+from harness import paths, reference_pool, runner, score
 
 ATTACKS = BAD / "attacks"
 # Searching the file system takes an attack seconds: a budget that lets it finish its search.
 P = FAST.replace(unlearn_budget_min_s=30.0)
 BLOCKED = ("pool_by_path", "parent_environ", "stack_and_gc", "patches_scorer", "forges_run_record",
-           "detached_grandchild", "network", "fork_bomb")
+           "detached_grandchild", "network", "fork_bomb", "reads_what_it_is_told")
 
 
-def _score(name_or_path, **kw):
+# The same protocol with public seeds: the pool and the data anyone can rebuild (--public-seeds).
+PUBLIC = P.replace(secret_seeds=False, name="quick+public")
+
+
+def _score(name_or_path, protocol_=P, **kw):
     path = name_or_path if str(name_or_path).endswith(".py") else ATTACKS / f"{name_or_path}.py"
-    return score.score(str(path), P, k=P.k, workers=kw.pop("workers", 2), progress=False, **kw)
+    return score.score(str(path), protocol_, k=P.k, workers=kw.pop("workers", 2), progress=False, **kw)
 
 
-def _records(pool, path, **kw) -> list[dict]:
-    folder = runner.runs_dir(pool.dir, P, runner.Submission.load(path), **kw)
+def _records(pool, path, protocol_=P, **kw) -> list[dict]:
+    folder = runner.runs_dir(pool.dir, protocol_, runner.Submission.load(path), **kw)
     return [runner.read_run(runner.run_path(folder, i)) for i in range(P.k)]
 
 
@@ -112,9 +116,67 @@ def test_detached_grandchild_dies_with_the_run(quick_pool, results):
 
 
 def test_rebuilding_a_retrained_model_from_public_seeds_is_rejected(quick_pool, results):
+    """Under public seeds (--public-seeds) the recipe and seed rebuild pool model 0 bit for bit:
+    the copy check rejects it (a custom budget lets the rebuild finish)."""
     with pytest.raises(runner.RunError, match=r"returned a copy of the reference pool: its weights are retrained model 0"):
-        _score("rebuilds_pool_from_seeds", budget_fraction=3.0, workers=1)
+        _score("rebuilds_pool_from_seeds", protocol_=PUBLIC, budget_fraction=3.0, workers=1)
     assert not results.exists() or not list(results.glob("*.json"))
+
+
+def test_a_rescaled_copy_with_a_noisy_head_is_still_a_copy(quick_pool, results):
+    """The disguise the old check missed: every convolution scaled by 3 with its batch norm's
+    statistics by 3 and 9, and noise on the head. On raw weights the copy is far from its model and
+    its forget confidences are past a quarter of the closest pair; folded and balanced, its weights
+    are the model's, and the run is rejected."""
+    import numpy as np
+    import torch
+
+    from harness import copies, reference_pool
+
+    pool = reference_pool.ensure(PUBLIC, 2, progress=False)
+    model0 = reference_pool.load_state(pool.retrain_weights(0), pool.retrains[0]["weights_sha256"])
+    structure = copies.layers(list(model0))
+    disguised = {k: v.clone() for k, v in model0.items()}
+    for weight, _, bn in structure:
+        if bn:
+            disguised[weight] *= 3.0
+            disguised[f"{bn}.running_mean"] *= 3.0
+            disguised[f"{bn}.running_var"] *= 9.0
+    head = structure[-1][0]
+    noise = torch.randn(disguised[head].shape, generator=torch.Generator().manual_seed(0))
+    disguised[head] += 0.5 * disguised[head].std() * noise
+
+    def raw(state):  # the old weights view: learned tensors as they are
+        return np.concatenate([v.double().ravel().numpy() for k, v in sorted(state.items())
+                               if v.is_floating_point() and not k.endswith(("running_mean", "running_var"))])
+
+    assert np.linalg.norm(raw(disguised) - raw(model0)) / np.linalg.norm(raw(model0)) > copies.NEAR_WEIGHTS
+    splits = reference_pool.worker_splits(pool.data_root)
+    conf = np.array(reference_pool.evaluate_state(PUBLIC, disguised, splits)["forget_confidences"])
+    old_closest = copies.closest_pair(pool.forget_confidences())
+    assert copies.rms_distances(conf[None], pool.forget_confidences()[:1])[0, 0] > copies.NEAR_FUNCTION * old_closest
+    near = copies.nearest(copies.view(disguised, structure), np.zeros(1), copies.stack([copies.view(model0, structure)]),
+                          np.ones((1, 1)))
+    assert near["weights_distance"] < 1e-4 and near["spectrum_distance"] < 1e-4  # the eps of batch norm
+    assert "up to rescaling" in copies.copy_reason(near, 1.0)
+
+    # Through the runner: the attack rebuilds model 0 in a run and disguises it the same way.
+    with pytest.raises(runner.RunError, match=r"returned a copy of the reference pool: its weights are retrained model 0's, "
+                                              r"up to rescaling"):
+        _score("rebuilds_and_disguises", protocol_=PUBLIC, budget_fraction=3.0, workers=1)
+
+
+def test_the_test_split_cannot_be_regenerated_in_a_run(quick_pool, results):
+    """Secret seeds (the default): the faces a run renders from the public profile are not the
+    ones it was given. Public seeds: the same attack regenerates the real test split (so the test
+    can fail)."""
+    _score("regenerates_test_split")
+    for rec in _records(quick_pool, ATTACKS / "regenerates_test_split.py"):
+        assert "LEAK" not in rec["output"] and " 0 of 50 given retain images" in rec["output"], rec["output"]
+    public = reference_pool.ensure(PUBLIC, 2, progress=False)
+    _score("regenerates_test_split", protocol_=PUBLIC)
+    for rec in _records(public, ATTACKS / "regenerates_test_split.py", protocol_=PUBLIC):
+        assert "LEAK: the test split, regenerated" in rec["output"], rec["output"]
 
 
 def test_without_the_sandbox_a_copied_pool_model_is_still_rejected(quick_pool, results, monkeypatch):
@@ -163,21 +225,16 @@ def test_a_score_far_above_the_null_ceiling_is_flagged(quick_pool):
     assert score.suspicious(r["null_forget_quality"], r["null_forget_quality"]) is None
 
 
-def test_with_secret_seeds_the_pool_cannot_be_rebuilt(cache, results):
-    """Competition mode: the same rebuild attack now trains an honest model of its own, far from
-    every retrained one, and the result publishes a commitment instead of the retrained seeds."""
-    secret = P.replace(secret_seeds=True)
-    r = score.score(str(ATTACKS / "rebuilds_pool_from_seeds.py"), secret, k=2, workers=1, progress=False,
-                    budget_fraction=3.0)
-    from harness import reference_pool
-
-    pool = reference_pool.load(secret, 2)
-    assert r["seeds"]["retrain"] is None and r["seeds"]["retrain_secret_commitment"] == pool.seed_commitment
-    assert all(rec["seed"] is None for rec in pool.retrains)
-    folder = runner.runs_dir(pool.dir, secret, runner.Submission.load(ATTACKS / "rebuilds_pool_from_seeds.py"),
-                             budget_fraction=3.0)
-    for i in range(2):
-        assert runner.read_run(runner.run_path(folder, i))["nearest_retrained"]["weights_distance"] > 0.2
+def test_with_secret_seeds_the_pool_cannot_be_rebuilt(quick_pool, results):
+    """The default: the same rebuild trains an honest model of its own, far from every retrained
+    one, and the result publishes commitments instead of the retrained seeds."""
+    r = _score("rebuilds_pool_from_seeds", budget_fraction=3.0, workers=1)
+    assert r["seeds"]["retrain"] is None and r["seeds"]["retrain_secret_commitment"] == quick_pool.seed_commitment
+    assert r["secrets"] == {"public_seeds": False, "pool_commitment": quick_pool.seed_commitment,
+                            "data_commitment": r["secrets"]["data_commitment"]} and r["secrets"]["data_commitment"]
+    assert all(rec["seed"] is None for rec in quick_pool.retrains)
+    for rec in _records(quick_pool, ATTACKS / "rebuilds_pool_from_seeds.py", budget_fraction=3.0):
+        assert rec["nearest_retrained"]["weights_distance"] > 0.2
 
 
 def _refusing_platform(*args, env):

@@ -34,12 +34,19 @@ def test_runner_overhead_is_what_is_neither_the_call_nor_the_evaluation():
 def test_headline_keys_come_from_their_parts():
     out = {"speed": {"train_loop_ratio": 1.02, "flop_fraction": 0.9}, "metric": {"speedup": 1000.0},
            "first_run": {"first_s": 170.0, "cached_s": 65.0, "peak_rss_mb": 870.0, "peak_tree_pss_mb": 2300.0,
-                         "runner": {"overhead_fraction": 0.5}}}
+                         "runner": {"overhead_fraction": 0.5}, "budget": {"retrain_s": 6.2, "seconds": 1.24},
+                         "timer_noise": {"spread": 0.47}}}
     assert bench_main.headline(out) == {
         "train_loop_ratio": 1.02, "flop_fraction": 0.9, "scorer_speedup": 1000.0, "runner_overhead_fraction": 0.5,
         "score_default_first_s": 170.0, "score_default_cached_s": 65.0, "peak_rss_mb": 870.0,
-        "peak_tree_pss_mb": 2300.0}
+        "peak_tree_pss_mb": 2300.0, "retrain_s": 6.2, "budget_s": 1.24, "timer_noise": 0.47}
     assert bench_main.headline({"metric": {"speedup": 3.0}}) == {"scorer_speedup": 3.0}  # only what ran
+
+
+def test_timer_noise_is_each_scores_slowest_run_over_its_median():
+    out = first_run.timer_noise([[1.0, 1.0, 1.2, 1.5], [2.0, 2.0, 2.2]])
+    assert out["runs"] == 7 and out["max_s"] == 2.2 and out["median_s"] == 1.5
+    assert out["spread_per_score"] == [1.5 / 1.1 - 1, 2.2 / 2.0 - 1] and out["spread"] == 1.5 / 1.1 - 1
 
 
 def test_an_unknown_part_is_one_line():

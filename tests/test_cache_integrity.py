@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import data, paths, protocol, reference_pool
+from harness import data, keys, paths, protocol, reference_pool
 from harness.data import layout
 
 P = protocol.QUICK
@@ -32,6 +32,7 @@ def copy(built, tmp_path) -> Path:
     """A private copy of the data set and pool, for a test to damage."""
     for name in (f"data-{P.data_hash()}", reference_pool.pool_dir(P, built).name):
         shutil.copytree(built / name, tmp_path / "cache" / name, ignore=shutil.ignore_patterns("runs"))
+    shutil.copy2(built / keys.KEY_FILE, tmp_path / "cache" / keys.KEY_FILE)
     return tmp_path / "cache"
 
 
@@ -104,41 +105,53 @@ def test_a_missing_weights_file_and_a_record_from_before_the_sha256_are_retraine
 
 # ---- secret seeds ---------------------------------------------------------------------------
 
-def test_secret_seeds_come_from_the_pools_key_and_are_not_published(copy, capfd):
-    secret = P.replace(secret_seeds=True)
-    assert secret.reference_hash() != P.reference_hash()
-    pool = reference_pool.ensure(secret, K, cache=copy, workers=2, progress=False)
-    key_file = pool.dir / reference_pool.SECRET_FILE
-    key = key_file.read_bytes()
-    assert len(key) == 32 and key_file.stat().st_mode & 0o777 == 0o600
-    assert pool.seed_commitment == hashlib.sha256(key).hexdigest()
+def test_secret_seeds_derive_from_the_caches_key_and_are_not_published(copy, capfd):
+    """The default: the pool's seeds and its data derive from the cache's key (harness.keys). Records
+    and manifest hold commitments, never the key or the seeds; the public-seed pool of the same
+    profile has other data and other models; a changed key makes the data and the pool again."""
+    assert P.secret_seeds
+    public = P.replace(secret_seeds=False)
+    assert public.reference_hash() != P.reference_hash() and public.data_hash() != P.data_hash()
+    pool = reference_pool.load(P, K, copy)
+    key = (copy / keys.KEY_FILE).read_bytes()
+    assert len(key) == 32 and (copy / keys.KEY_FILE).stat().st_mode & 0o777 == 0o600
+    pool_key = keys.derive(key, f"pool:{P.reference_hash()}")
+    assert pool.seed_commitment == hashlib.sha256(pool_key).hexdigest()
     assert [r["seed"] for r in pool.retrains] == [None] * K
-    assert all(r["seed_commitment"] == pool.seed_commitment for r in pool.retrains)
-    assert pool.original["seed"] == P.original_seed  # the original is handed to submissions anyway
+    assert all(r["seed_commitment"] == pool.seed_commitment for r in [pool.original, *pool.retrains])
+    assert pool.original["seed"] == P.original_seed  # its data is secret; its seed needs not be
     manifest = paths.read_json(pool.dir / "manifest.json")
     assert manifest["retrain_seeds"] is None and manifest["seed_commitment"] == pool.seed_commitment
-    assert key.hex() not in json.dumps([manifest, *pool.retrains])
+    meta = paths.read_json(pool.data_root / "meta.json")
+    assert meta["secret_commitment"] == hashlib.sha256(keys.derive(key, f"data:{P.data_hash()}")).hexdigest()
+    for secret in (key, pool_key):
+        assert secret.hex() not in json.dumps([manifest, meta, *pool.retrains])
     for j in range(K):
-        seed = int.from_bytes(hashlib.sha256(key + j.to_bytes(8, "big")).digest()[:4], "big") & 0x7FFFFFFF
-        assert reference_pool.secret_seed(key, j) == seed
+        seed = int.from_bytes(hashlib.sha256(pool_key + j.to_bytes(8, "big")).digest()[:4], "big") & 0x7FFFFFFF
+        assert reference_pool.secret_seed(pool_key, j) == seed == reference_pool.seed_of(P, j, copy)
         assert seed not in pool.retrains[j].values()
-    public = reference_pool.load(P, K, copy)
-    assert pool.original["weights_sha256"] == public.original["weights_sha256"]
-    assert {r["weights_sha256"] for r in pool.retrains}.isdisjoint(r["weights_sha256"] for r in public.retrains)
 
-    # Whoever holds the key rebuilds the same models; another key is noticed and its models redone.
+    # The public-seed pool of the same profile: other images, other models, the seeds on record.
+    open_pool = reference_pool.ensure(public, K, cache=copy, workers=2, progress=False)
+    assert [r["seed"] for r in open_pool.retrains] == [P.retrain_seed0 + j for j in range(K)]
+    ours, theirs = data.load_splits(pool.data_root), data.load_splits(open_pool.data_root)
+    assert not torch.equal(ours["retain"].images[:20], theirs["retain"].images[:20])
+    assert {r["weights_sha256"] for r in pool.retrains}.isdisjoint(r["weights_sha256"] for r in open_pool.retrains)
+
+    # Whoever holds the key rebuilds the same models; another key is noticed and all is made again.
     pool.retrain_weights(0).unlink()
-    again = reference_pool.ensure(secret, K, cache=copy, workers=1, progress=False)
+    again = reference_pool.ensure(P, K, cache=copy, workers=1, progress=False)
     assert again.retrains[0]["weights_sha256"] == pool.retrains[0]["weights_sha256"]
-    key_file.write_bytes(bytes(32))
-    with pytest.raises(FileNotFoundError, match=r"retrain/0000\.pt was trained with another secret\.key"):
-        reference_pool.load(secret, K, copy)
-    key_file.unlink()
-    with pytest.raises(FileNotFoundError, match=r"secret\.key is missing"):
-        reference_pool.load(secret, K, copy)
+    (copy / keys.KEY_FILE).unlink()  # a lost key: the cache draws a new one and makes its data again
     capfd.readouterr()
-    fresh = reference_pool.ensure(secret, K, cache=copy, workers=2, progress=False)
-    assert len(_stderr_lines(capfd)) == K and fresh.seed_commitment != pool.seed_commitment
+    with pytest.raises(FileNotFoundError, match=r"original\.pt was trained under another secret\.key"):
+        reference_pool.load(P, K, copy)
+    assert "it was made under another secret.key: making it again" in capfd.readouterr().err
+    assert (copy / keys.KEY_FILE).read_bytes() != key
+    fresh = reference_pool.ensure(P, K, cache=copy, workers=2, progress=False)
+    assert capfd.readouterr().err.count("was trained under another secret.key: training it again") == K + 1
+    assert fresh.seed_commitment != pool.seed_commitment
+    assert fresh.original["weights_sha256"] != pool.original["weights_sha256"]  # other data, another original
 
 
 # ---- the data set ---------------------------------------------------------------------------

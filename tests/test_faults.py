@@ -23,7 +23,7 @@ import torch
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from PIL import Image
 
-from harness import data, leaderboard, models, paths, protocol, reference_pool
+from harness import data, keys, leaderboard, models, paths, protocol, reference_pool
 
 REPO = Path(__file__).resolve().parents[1]
 P = protocol.QUICK
@@ -84,9 +84,11 @@ def test_two_reference_builds_at_once_train_each_model_once(tmp_path):
     assert paths.read_json(pool.dir / "manifest.json")["last_build"]["models_trained"] == 3
     for err in (e for _, e in outs if e):
         assert all(line.startswith("waiting for another harness process") for line in err.splitlines()), err
-    # The lock files stay out of the way of anything listing the folders.
+    # The lock files stay out of the way of anything listing the folders; the two processes made
+    # one key between them (its file is created exclusively), which both pools' records commit to.
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        [f"data-{P.data_hash()}", f".data-{P.data_hash()}.lock", pool.dir.name])
+        [f"data-{P.data_hash()}", f".data-{P.data_hash()}.lock", pool.dir.name, keys.KEY_FILE])
+    assert {r["seed_commitment"] for r in [pool.original, *pool.retrains]} == {pool.seed_commitment}
     assert {p.name for p in pool.dir.iterdir()} == {"manifest.json", "original.json", "original.pt", "retrain",
                                                      reference_pool.LOCK_FILE}
 
@@ -163,7 +165,7 @@ def test_a_full_disk_leaves_no_partial_file_and_a_clear_error(tmp_path):
     err = done.stderr.strip().splitlines()
     assert err == [f"error: No space left on device ({disk}/cache/data-{P.data_hash()}): free some space, then run "
                    "the same command again (finished work is kept)"]
-    assert lines[2:] == [f"./.data-{P.data_hash()}.lock"]
+    assert sorted(lines[2:]) == sorted([f"./.data-{P.data_hash()}.lock", f"./{keys.KEY_FILE}"])  # the key: 32 bytes
 
 
 def _result(name: str, score: float) -> dict:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BAD, REPO, SUBMISSIONS
-from harness import cli, protocol, reference_pool, runner
+from conftest import BAD, REPO, SUBMISSIONS, TEST_KEY
+from harness import cli, keys, protocol, reference_pool, runner
 from test_score import harness, last_json
 
 # Everything a score's numbers are made of (its wall-clock times and ids aside).
@@ -41,6 +41,7 @@ def test_quick_through_ray_gives_the_local_backends_numbers(ray_installed, quick
     args = ("score", str(sub), "--profile", "quick", "--k", "2", "--json", "--quiet")
     # Ray trains original + 2 retrained models in an empty cache, then runs the 2 unlearning runs.
     cache = tmp_path / "cache"
+    keys.install(cache, TEST_KEY)  # the session cache's key: the same secret data set and seeds
     out = harness(*args, "--backend", "ray", env={"HARNESS_CACHE_DIR": str(cache),
                                                   "HARNESS_RESULTS_DIR": str(tmp_path / "ray-results")})
     assert out.returncode == 0, out.stderr[-3000:]

@@ -28,7 +28,9 @@ def test_best_checkpoint_respects_the_first_eligible_epoch(quick_pool):
 
 def test_pool_records_and_identity_matters(quick_pool):
     assert quick_pool.k == QUICK.k
-    assert [r["seed"] for r in quick_pool.retrains] == [QUICK.retrain_seed0 + j for j in range(QUICK.k)]
+    # Secret seeds (the default): each record keeps the pool's commitment, never its seed.
+    assert [r["seed"] for r in quick_pool.retrains] == [None] * QUICK.k
+    assert {r["seed_commitment"] for r in quick_pool.retrains} == {quick_pool.seed_commitment} != {None}
     conf = quick_pool.forget_confidences()
     assert conf.shape == (QUICK.k, len(data.load_splits(quick_pool.data_root)["forget"]))
     # The original saw the forget identities; the retrained models did not.

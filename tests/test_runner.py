@@ -178,7 +178,7 @@ def test_the_run_has_no_privileges_and_sees_only_itself(mode, quick_pool, result
 
 
 def test_scratch_is_a_size_limited_tmpfs(quick_pool, results):
-    roomy = FAST.replace(memory_limit_gb=2.0)  # the cgroup counts tmpfs: room for the whole 1 GiB of scratch
+    roomy = FAST.replace(memory_limit_gb=3.0)  # the cgroup counts tmpfs: room for the whole 1 GiB of scratch
     r = score.score(str(BAD / "fills_scratch.py"), roomy, k=2, workers=2, progress=False)
     folder = runner.runs_dir(quick_pool.dir, roomy, runner.Submission.load(BAD / "fills_scratch.py"))
     out = runner.read_run(runner.run_path(folder, 0))["output"]

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import paths
+from harness import keys, paths
 from harness.data import layout, scenarios, sources
 from harness.data.table import Table
 from harness.protocol import Protocol
 
+SECRET_RECORD = "secret_commitment"  # meta.json: sha256 of the data key it was made under (null: public seeds)
 
 def table_and_split(protocol: Protocol) -> tuple[Table, np.ndarray]:
     """The protocol's images with their split (int64 [N] into SPLITS); ValueError or
@@ -38,17 +39,19 @@ def table_and_split(protocol: Protocol) -> tuple[Table, np.ndarray]:
     return table, split
 
 
-def generate(protocol: Protocol, root: Path, made: tuple[Table, np.ndarray] | None = None) -> Path:
-    """Write the protocol's data set at `root` (from `made`, or read/rendered now) and return `root`.
-    If `root` already holds a complete data set of the same data hash (another process won a race),
-    the new copy is discarded."""
+def generate(protocol: Protocol, root: Path, made: tuple[Table, np.ndarray] | None = None,
+             key: bytes | None = None) -> Path:
+    """Write the protocol's data set at `root` (from `made`, or read/rendered now; with secret
+    seeds from the cache's `key`, harness.keys) and return `root`. If `root` already holds a
+    complete data set of the same data hash (another process won a race), the new copy is discarded."""
     root = Path(root)
-    table, split = made or table_and_split(protocol)
+    table, split = made or table_and_split(keys.data_protocol(protocol, key))
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        layout.write(protocol, tmp, table, split, protocol.data_source, sources.provenance(protocol))
+        layout.write(protocol, tmp, table, split, protocol.data_source,
+                     {**sources.provenance(protocol), SECRET_RECORD: keys.commitment(keys.data_key(protocol, key))})
         _install(tmp, root, protocol)
     except OSError as e:  # a full disk, say: name the data set, not a file of the folder removed below
         if e.errno is None:
@@ -87,15 +90,24 @@ def ensure_data(protocol: Protocol, cache_dir: Path) -> Path:
     made from another source, or failing its integrity check (then with a warning), and with its
     splits packed. Safe when several processes call it at once: one makes it, the others wait."""
     sources.check(protocol)
-    root = Path(cache_dir) / f"data-{protocol.data_hash()}"
-    if _unusable(root, protocol) is None:
+    cache_dir = Path(cache_dir)
+    root = cache_dir / f"data-{protocol.data_hash()}"
+    key = keys.read(cache_dir) if protocol.secret_seeds else None
+    if (key is not None or not protocol.secret_seeds) and _unusable(root, protocol, key) is None:
         return root
-    # Real data is read and checked before the cache is touched; the generator renders under the
-    # lock, so that two processes do not both render.
-    made = None if protocol.data_source == sources.SYNTHETIC else table_and_split(protocol)
+    # Real data is read and checked before the cache is touched (with secret seeds, under a key
+    # held in memory until then); the generator renders under the lock, so that two processes do
+    # not both render.
+    fresh = key or (keys.new_key() if protocol.secret_seeds else None)
+    real = protocol.data_source != sources.SYNTHETIC
+    made = table_and_split(keys.data_protocol(protocol, fresh)) if real else None
     root.parent.mkdir(parents=True, exist_ok=True)
     with paths.locked(root.parent / f".{root.name}.lock", f"making data set {root.name}"):
-        problem = _unusable(root, protocol)  # again: another process may have made it meanwhile
+        if protocol.secret_seeds:
+            key = keys.install(cache_dir, fresh)
+            if key != fresh and real:  # another process made the cache's key first
+                made = table_and_split(keys.data_protocol(protocol, key))
+        problem = _unusable(root, protocol, key)  # again: another process may have made it meanwhile
         if problem is None:
             return root
         if problem:
@@ -104,16 +116,19 @@ def ensure_data(protocol: Protocol, cache_dir: Path) -> Path:
         _remove(root)
         for stale in [*root.parent.glob(f".{root.name}.tmp-*"), *root.parent.glob(f".{root.name}.old-*")]:
             shutil.rmtree(stale, ignore_errors=True)
-        generate(protocol, root, made)
+        generate(protocol, root, made, key)
         layout.load_splits(root)  # pack the splits once, here, rather than in every worker
     return root
 
 
-def _unusable(root: Path, protocol: Protocol) -> str | None:
+def _unusable(root: Path, protocol: Protocol, key: bytes | None) -> str | None:
     """None when the data set at root can be used (packing its splits if needed); "" when it is
-    absent, incomplete or outdated; else what failed its integrity check."""
+    absent, incomplete or outdated; else what failed its integrity check, or that it was made
+    under another key than the cache's."""
     if not layout.is_current(root, protocol):
         return ""
+    if layout.read_meta(root).get(SECRET_RECORD) != keys.commitment(keys.data_key(protocol, key)):
+        return f"it was made under another {keys.KEY_FILE}"
     try:
         fingerprint = layout.csv_fingerprint(root)
         if layout.packed(root, fingerprint) is not None:

@@ -126,7 +126,8 @@ def resolve(protocol: Protocol, data: str | None = None, scenario: str | None = 
 
 
 def _name(given: Protocol, p: Protocol) -> str:
-    """The profile's name, plus what differs from the profile: "+<source>", "+<scenario>", "+<precision>"."""
+    """The profile's name, plus what differs from the profile: "+<source>", "+<scenario>", "+<precision>",
+    "+public" (public seeds)."""
     base = base_profile(given)
     dev = given.name.endswith(DEV_SUFFIX)
     if base is None:
@@ -142,6 +143,8 @@ def _name(given: Protocol, p: Protocol) -> str:
                        "class": f"class-{p.forget_class}"}[p.scenario]
     if p.precision != base.precision:  # bf16 models are another pool and another ranking
         name += "+" + p.precision
+    if p.secret_seeds != base.secret_seeds:  # a pool anyone can rebuild: another ranking too
+        name += "+public" if not p.secret_seeds else "+secret"
     return name + (DEV_SUFFIX if dev else "")
 
 

@@ -1,9 +1,9 @@
 """Attack: rebuild retrained model 0 of the pool without reading it, from the public recipe and
-its public seed (retrain_seed0 + 0), and return it. The loaders hold the data in the Kaggle
-notebooks' order; the attacker puts it back in the CSV order (person, then image number) that
-the pool was trained on. With public seeds this reproduces the pool's model bit for bit; the copy
-check must reject it. With secret seeds (competition mode) the seed is unknown and what comes back
-is only an honest retrain."""
+its public seed (the profile's retrain_seed0 + 0, read from the repository: a run is told no seeds),
+and return it. The loaders hold the data in the Kaggle notebooks' order; the attacker puts it back
+in the CSV order (person, then image number) that the pool was trained on. With public seeds this
+reproduces the pool's model bit for bit, and the copy check must reject it. With secret seeds (the
+default) the seed is unknown and what comes back is only an honest retrain."""
 import torch
 
 from harness import data, protocol, training
@@ -16,9 +16,18 @@ def csv_order(split):
                       person_id=split.person_id[idx], image_id=[split.image_id[i] for i in idx.tolist()])
 
 
+def public_profile(told):
+    """The profile the run belongs to, as the repository publishes it (seeds included)."""
+    return protocol.PROFILES[told.name.split("+")[0].removesuffix(protocol.DEV_SUFFIX)]
+
+
+def rebuild(net, retain_loader, val_loader):
+    told = protocol.active()
+    seed = public_profile(told).retrain_seed0
+    state, _ = training.train(told, csv_order(retain_loader.dataset.split), csv_order(val_loader.dataset.split),
+                              seed, best_from_epoch=told.retrain_best_from_epoch, device=next(net.parameters()).device)
+    return state
+
+
 def unlearning(net, retain_loader, forget_loader, val_loader):
-    p = protocol.active()
-    state, _ = training.train(p, csv_order(retain_loader.dataset.split), csv_order(val_loader.dataset.split),
-                              p.retrain_seed0, best_from_epoch=p.retrain_best_from_epoch,
-                              device=next(net.parameters()).device)
-    net.load_state_dict(state)
+    net.load_state_dict(rebuild(net, retain_loader, val_loader))
