@@ -9,6 +9,7 @@ that ratios compare like with like. Writes bench/results.json and bench/scaling.
     python -m bench scaling      only the scaling figures
     python -m bench stack        only stacked against single-model training
     python -m bench gpu          only the competition slice (a GPU when there is one; else a CPU check)
+    python -m bench copycheck [P] the copy check's margins on every run stored on P's pool (after score-all)
 """
 from __future__ import annotations
 
@@ -40,13 +41,14 @@ def machine() -> dict:
 
 def main(argv: list[str]) -> int:
     which = argv[0] if argv else "all"
-    if which not in ("all", "runner", *PARTS):
-        print(f"error: unknown benchmark {which!r}: use one of all, runner, {', '.join(PARTS)}", file=sys.stderr)
+    if which not in ("all", "runner", "copycheck", *PARTS):
+        print(f"error: unknown benchmark {which!r}: use one of all, runner, copycheck, {', '.join(PARTS)}",
+              file=sys.stderr)
         return 2
-    if which == "runner":
-        from bench import runner_bench
+    if which in ("runner", "copycheck"):  # on a profile's cached pool, nothing written
+        from bench import copycheck, runner_bench
 
-        runner_bench.main(argv[1] if len(argv) > 1 else "default")
+        (runner_bench if which == "runner" else copycheck).main(argv[1] if len(argv) > 1 else "default")
         return 0
     started = time.perf_counter()
     out: dict = {"machine": machine()}

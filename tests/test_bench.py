@@ -49,9 +49,20 @@ def test_timer_noise_is_each_scores_slowest_run_over_its_median():
     assert out["spread_per_score"] == [1.5 / 1.1 - 1, 2.2 / 2.0 - 1] and out["spread"] == 1.5 / 1.1 - 1
 
 
+def test_copy_check_margins_are_distances_over_thresholds():
+    from bench import copycheck
+    from harness import copies
+
+    near = {"weights_distance": 1.3, "spectrum_distance": 0.03, "function_distance": 0.5}
+    m = copycheck.margins(near, closest_pair=0.8)
+    assert m["weights"] == 1.3 / copies.NEAR_WEIGHTS and m["spectrum"] == 0.03 / copies.NEAR_SPECTRUM
+    assert m["function"] == 0.5 / (copies.NEAR_FUNCTION * 0.8)
+
+
 def test_an_unknown_part_is_one_line():
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "bench", "everything"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        "error: unknown benchmark 'everything': use one of all, runner, speed, metric, first, scaling, stack, gpu"]
+        "error: unknown benchmark 'everything': use one of all, runner, copycheck, speed, metric, first, scaling, stack, "
+        "gpu"]
     assert time.perf_counter() - started < 30
