@@ -16,7 +16,9 @@ optimisers, the model copy, the loaders) happens before the run's clock starts; 
 worker's, from the run's `ready` line to the end of its result pipe. A run fails when that exceeds
 the budget plus the protocol's tolerance for timer noise (a fraction of the budget, measured by
 `make bench`, and never less than unlearn_budget_tolerance_min_s, for the part of a run's time that
-does not shrink with its budget).
+does not shrink with its budget). The tolerance is for noise, and noise averages out: a score fails
+when the mean of its runs is past the budget plus that fixed part (`mean_limit_s`), so a method
+that is slower than the budget in every run does not live off the tolerance.
 `setup_s` (unlearn_grace_s) bounds only the harness's own work before `ready`.
 
 Not the competition's budget, and said so in every result and on the leaderboard: a custom
@@ -48,12 +50,32 @@ class Budget:
     floor_s: float           # protocol.unlearn_budget_min_s (0: none)
     protocol_budget: bool    # the protocol's own fraction
     oracle: bool             # an oracle's own budget (never ranked beside the others)
+    fixed_s: float = 0.0     # protocol.unlearn_budget_tolerance_min_s: the part of a run's time that does not
+                             # shrink with its budget
     calibration: dict | None = None
 
     @property
     def limit_s(self) -> float:
         """Past this a run has failed: the budget plus the tolerance."""
         return self.seconds + self.tolerance_s
+
+    @property
+    def mean_limit_s(self) -> float:
+        """Past this the mean of a score's runs has failed: the tolerance covers one run's timer
+        noise, which averages out over K runs; a method's own time does not."""
+        return self.seconds + self.fixed_s
+
+    def mean_overrun(self, seconds: list[float]) -> str | None:
+        """The one-line failure of runs whose mean is past mean_limit_s, else None."""
+        if not seconds:
+            return None
+        mean = sum(seconds) / len(seconds)
+        if mean <= self.mean_limit_s:
+            return None
+        return (f"its runs exceeded their time budget on average: they took {mean:.2f} s, "
+                f"{mean / self.seconds:.1f}x the budget of {self.seconds:.2f} s (+ {self.fixed_s:.2f} s that does not "
+                f"shrink with a budget), over by {mean - self.mean_limit_s:.2f} s; one run may go past the budget by the "
+                f"tolerance for timer noise ({self.tolerance_s:.2f} s), the mean of {len(seconds)} runs may not")
 
     @property
     def kill_s(self) -> float:
@@ -79,7 +101,8 @@ class Budget:
         return None
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "limit_s": self.limit_s, "competition": self.competition,
+        return {**asdict(self), "limit_s": self.limit_s, "mean_limit_s": self.mean_limit_s,
+                "competition": self.competition,
                 "not_competition": self.why_not_competition()}
 
 
@@ -96,7 +119,7 @@ def make(protocol: Protocol, pool, fraction: float | None = None, oracle: bool =
     return Budget(seconds=seconds, tolerance_s=tolerance,
                   setup_s=protocol.unlearn_grace_s, fraction=own, retrain_s=retrain_s, basis=basis,
                   floor_s=protocol.unlearn_budget_min_s, protocol_budget=fraction is None, oracle=oracle,
-                  calibration=calibration)
+                  fixed_s=protocol.unlearn_budget_tolerance_min_s, calibration=calibration)
 
 
 _CALIBRATED: dict = {}

@@ -74,8 +74,28 @@ def _local_run(jobs: list, workers: int) -> Iterator:
         # everything they started (a run's sandbox dies with its worker). loky fails the pending
         # futures itself; cancelling them here first made its manager thread raise
         # InvalidStateError and die, and the process then hung at exit joining its workers.
-        executor.shutdown(wait=True, kill_workers=True)
+        _shutdown_quietly(executor)
         raise
+
+
+def _shutdown_quietly(executor) -> None:
+    """shutdown(kill_workers=True), without the traceback loky's manager thread can print on
+    the way: it drops the queued jobs' items, then may look one up by an id still queued
+    (KeyError). The workers are killed before that, so only the printout is silenced, and only
+    that thread's, only while it is being stopped."""
+    import threading
+
+    default = threading.excepthook
+
+    def hook(args):
+        if args.thread is None or args.thread.name != "ExecutorManagerThread":
+            default(args)
+
+    threading.excepthook = hook
+    try:
+        executor.shutdown(wait=True, kill_workers=True)
+    finally:
+        threading.excepthook = default
 
 
 def _call(fn: Callable, args: tuple):

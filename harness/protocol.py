@@ -285,7 +285,8 @@ def active() -> Protocol:
 
 def active_budget() -> dict:
     """The time budget of the unlearning run this process belongs to: {"seconds": what the run may
-    take, "limit_s": past this it fails (the budget and its tolerance for timer noise)}. The clock
+    take, "limit_s": past this it fails (the budget and its tolerance for timer noise), "mean_limit_s":
+    past this the mean of the score's runs fails (the tolerance is for noise)}. The clock
     is the harness's, from just before the submission is imported to the run's end."""
     blob = os.environ.get(BUDGET_ENV)
     if not blob:

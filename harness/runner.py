@@ -560,7 +560,8 @@ def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget, sandbox: s
 
     # What the run is told: the recipe without seeds or paths, and its budget.
     told = {ACTIVE_ENV: json.dumps(protocol.for_run().to_dict()),
-            BUDGET_ENV: json.dumps({"seconds": budget.seconds, "limit_s": budget.limit_s})}
+            BUDGET_ENV: json.dumps({"seconds": budget.seconds, "limit_s": budget.limit_s,
+                                   "mean_limit_s": budget.mean_limit_s})}
     return sandboxed_process(box, pool_dir, budget.setup_s, budget.kill_s, sandbox, cap, told,
                              limits=run_limits(protocol), hide=sources.private_paths(protocol))
 

@@ -50,6 +50,9 @@ def score(submission_path: str, protocol: Protocol, k: int | None = None, worker
     t_runs = time.perf_counter()
     runs = runner.run_all(protocol, pool, submission, k, run_budget, workers, progress)
     runs_seconds = time.perf_counter() - t_runs
+    overrun = run_budget.mean_overrun([r["seconds"] for r in runs if r.get("seconds") is not None])
+    if overrun:   # the runs stay stored: they are sound, it is the score that the rule refuses
+        raise runner.RunError(overrun)
     t_metric = time.perf_counter()
     result = summarise(protocol, pool, submission, runs, run_budget)
     result["seconds"].update(total=time.perf_counter() - started, reference_pool=pool_seconds,

@@ -31,9 +31,11 @@ of the reference models (epochs, learning rate, batch sizes, ...) without its se
 
 Time budget (the competition's rule): each run may take `p.unlearn_budget_fraction` (20%) of one
 retrain from scratch, timed on the scoring machine, plus a tolerance for timer noise (50% of the
-budget, `p.unlearn_budget_tolerance`, and at least `p.unlearn_budget_tolerance_min_s`, 0.1 s). A run past that fails, and with it the score, saying by how
-much it was over; a file that needs more (an oracle) declares ORACLE_BUDGET_FRACTION = <retrains>
-and is then never ranked beside the others. In training terms the budget is
+budget, `p.unlearn_budget_tolerance`, and at least `p.unlearn_budget_tolerance_min_s`, 0.1 s). A
+run past that fails, and with it the score, saying by how much it was over. The tolerance is for
+noise: the mean of the K runs must fit the budget plus that 0.1 s (`mean_limit_s` in
+`active_budget()`), so aim at the budget, not at the limit. A file that needs more (an oracle)
+declares ORACLE_BUDGET_FRACTION = <retrains> and is then never ranked beside the others. In training terms the budget is
 `p.unlearn_budget_fraction * p.epochs` retain-set epochs of the reference recipe (competition
 0.2 x 30 = 6; default 2), minus what your method does besides. The methods in this folder scale
 every epoch count published for the competition as `epochs * p.epochs / 30`, and express learning

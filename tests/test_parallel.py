@@ -1,0 +1,36 @@
+"""The local fan-out (harness.parallel): a failing job stops the others, and says nothing else."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+SCRIPT = """
+import time
+from harness import parallel
+
+def job(i):
+    time.sleep(0.05)
+    if i == 5:
+        raise ValueError("deliberate")
+    return i
+
+if __name__ == "__main__":
+    for _ in range(10):
+        try:
+            list(parallel.run([(job, (i,)) for i in range(40)], 2, False, "jobs", "job"))
+        except ValueError as e:
+            print("raised", e)
+"""
+
+
+def test_a_failure_with_jobs_still_queued_stops_them_without_a_traceback(tmp_path):
+    """Jobs queued behind a failure: loky's manager thread printed a KeyError traceback in about
+    four of ten such stops (its shutdown drops the queued items, then looks one up)."""
+    script = tmp_path / "fan_out.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == ["raised deliberate"] * 10
+    assert "Traceback" not in out.stderr and "Exception in thread" not in out.stderr, out.stderr[-3000:]
