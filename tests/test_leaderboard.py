@@ -1,18 +1,19 @@
 """The local leaderboard against real SQLite and real files: ranking, latest-per-submission,
 rebuild from JSON alone, recovery from a corrupt database or result file, rendering, the plot,
-and two processes recording at once."""
+two processes recording at once, and readers and writers during rebuilds under the harness's lock."""
 from __future__ import annotations
 
 import json
 import multiprocessing
 import sqlite3
 import struct
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from harness import leaderboard
+from harness import leaderboard, paths
 
 SHA = {"finetune": "3f2a9c1b" + "0" * 56, "oracle": "9e8d7c6b" + "1" * 56, "noop": "00aa11bb" + "2" * 56,
        "gradascent": "c0ffee00" + "3" * 56}
@@ -219,11 +220,15 @@ def _record_many(folder: str, worker: int, n: int, barrier) -> None:
         publish(Path(folder), r)
 
 
+def _context():
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
 def test_concurrent_processes_both_land(tmp_path):
     folder = tmp_path / "results"
     folder.mkdir()  # no database yet: the two processes also race to create it
     workers, n = 2, 15
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    ctx = _context()
     barrier = ctx.Barrier(workers)
     procs = [ctx.Process(target=_record_many, args=(str(folder), w, n, barrier)) for w in range(workers)]
     for p in procs:
@@ -235,6 +240,83 @@ def test_concurrent_processes_both_land(tmp_path):
     assert len(df) == workers * n
     assert set(df["id"]) == {f"default-w{w}-{i}" for w in range(workers) for i in range(n)}
     assert len(leaderboard.table(folder, "default")) == 1  # one submission, shown once
+
+
+def _rebuild_many(folder: str, n: int, barrier) -> None:
+    barrier.wait()
+    for _ in range(n):
+        leaderboard.rebuild(Path(folder))
+
+
+def _read_many(folder: str, base: int, n: int, barrier) -> None:
+    barrier.wait()
+    seen = base
+    for _ in range(n):
+        now = len(leaderboard.stored_rows(Path(folder), "default"))
+        # A row once read stays: a rebuild finds every JSON file written before its row was.
+        assert now >= seen, f"{now} rows after {seen}"
+        seen = now
+
+
+def test_readers_and_writers_during_rebuilds_see_every_row(tmp_path):
+    """A rebuild renames a new database over the one others read and write: the lock must keep a
+    reader from losing rows it saw and a writer from landing in the file being replaced."""
+    folder = tmp_path / "results"
+    base, n = 60, 15
+    for i in range(base):
+        write(folder, dict(result("noop", 0.0001 * i, "2026-11-26T10:00:00Z"), id=f"default-base-{i}"))
+    assert leaderboard.rebuild(folder) == base
+    ctx = _context()
+    barrier = ctx.Barrier(3)
+    procs = [ctx.Process(target=_rebuild_many, args=(str(folder), n, barrier)),
+             ctx.Process(target=_read_many, args=(str(folder), base, 2 * n, barrier)),
+             ctx.Process(target=_record_many, args=(str(folder), 0, n, barrier))]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    df = leaderboard.table(folder, "default", history=True)
+    assert len(df) == base + n and {f"default-w0-{i}" for i in range(n)} <= set(df["id"])
+    assert not list(folder.glob(".*.tmp*")), "a temporary database was left behind"
+
+
+def _hold_lock(folder: str, held, release) -> None:
+    with paths.locked(Path(folder) / leaderboard.LOCK_NAME, "holding the leaderboard for a test"):
+        held.set()
+        release.wait(60)
+
+
+def _read_once(folder: str) -> None:
+    leaderboard.table(Path(folder), "default")
+
+
+def test_readers_and_writers_wait_for_the_harness_lock(tmp_path, capfd):
+    """The leaderboard's lock is paths.locked, the harness's one kind, exclusive for readers too:
+    while another process holds it, a record and a read each say so once and wait."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    ctx = _context()
+    held, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(folder), held, release))
+    holder.start()
+    assert held.wait(60)
+    late = result("finetune", 0.031, "2026-11-26T17:35:01Z")
+    procs = [ctx.Process(target=publish, args=(folder, late)), ctx.Process(target=_read_once, args=(str(folder),))]
+    for p in procs:
+        p.start()
+    waiting, err = "waiting for another harness process using the leaderboard", ""
+    deadline = time.monotonic() + 60
+    while err.count(waiting) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        err += capfd.readouterr().err
+    assert err.count(waiting) == 2, err
+    assert all(p.is_alive() for p in procs) and not (folder / leaderboard.DB_NAME).exists()
+    release.set()
+    for p in (holder, *procs):
+        p.join(60)
+    assert [p.exitcode for p in (holder, *procs)] == [0, 0, 0]
+    assert list(leaderboard.table(folder, "default")["id"]) == [late["id"]]
 
 
 def test_unsandboxed_and_suspicious_results_are_noted(tmp_path):
