@@ -1,6 +1,7 @@
 """Training is exact and the reference pool is a resumable cache."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from harness import data, protocol, reference_pool, training
@@ -8,8 +9,19 @@ from harness import data, protocol, reference_pool, training
 QUICK = protocol.QUICK
 
 
-def test_same_seed_gives_bit_identical_weights_and_other_seeds_do_not(quick_pool):
+@pytest.fixture
+def one_thread():
+    """One torch thread, as the pool's workers train, for this test only: the thread count is
+    global to the process, and the tests that follow get the one they had."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_same_seed_gives_bit_identical_weights_and_other_seeds_do_not(quick_pool, one_thread):
     splits = data.load_splits(quick_pool.data_root)
     a, info = training.train(QUICK, splits["retain"], splits["validation"], seed=7, best_from_epoch=1)
     b, _ = training.train(QUICK, splits["retain"], splits["validation"], seed=7, best_from_epoch=1)

@@ -73,8 +73,12 @@ def test_the_metrics_tell_the_populations_apart(scored, report):
     # The original model memorised the forget people; two halves of the retrained pool did not.
     assert m["activation_distance"]["original"] > m["activation_distance"]["retrained_halves"]
     assert m["js_divergence"]["original"] > m["js_divergence"]["retrained_halves"]
-    for name in ("original", "retrained", "unlearned"):
-        assert 0 <= m["mia"][name]["accuracy"] <= 1 and 1 - 0.6931472 <= m["zrf"][name] <= 1
+    # ... so its outputs on them are further from an untrained model's (ZRF 0.79 against 0.84 here).
+    assert m["zrf"]["original"] < m["zrf"]["retrained"]
+    for name, models in (("original", 1), ("retrained", r["k"]), ("unlearned", r["k"])):
+        # the membership attack ran on each model of this population, and the figure is their mean
+        per_model = m["mia"][name]["accuracy_per_model"]
+        assert len(per_model) == models and m["mia"][name]["accuracy"] == pytest.approx(sum(per_model) / models)
         assert set(m["tta_forget_acc"][name]) == {"hflip", "vflip", "crop"}
     assert len(m["per_example"]["lira_accuracy"]) == r["n_forget"] == len(m["per_example"]["binned_kl"])
     assert m["time_vs_retrain"] == pytest.approx(r["seconds"]["unlearning_mean"] / r["seconds"]["retrain_mean"])

@@ -232,7 +232,12 @@ def test_mia_population():
     assert out["accuracy_per_model"][0] == 1.0
     assert out["accuracy_per_model"][1] == pytest.approx(0.5, abs=0.2)
     assert out["accuracy"] == pytest.approx(np.mean(out["accuracy_per_model"]))
-    assert 0 <= out["auc"] <= 1 and len(out["accuracy_per_model"]) == 2
+    # the AUC is the mean of the models' own: model 0 separates perfectly (1.0), model 1 is the
+    # attack on its losses alone (from the same float16 logits)
+    one = metrics.mia(metrics.losses(same[:n].astype(np.float16), f_labels),
+                      metrics.losses(same[n:].astype(np.float16), t_labels))
+    assert len(out["accuracy_per_model"]) == 2 and one["accuracy"] == out["accuracy_per_model"][1]
+    assert out["auc"] == pytest.approx((1.0 + one["auc"]) / 2, rel=1e-12) and one["auc"] < 0.9
     with pytest.raises(ValueError, match="same"):
         metrics.mia_population(np.stack([f0, f0]), f_labels, t0[None], t_labels)    # K = 2 vs 1
 
