@@ -21,6 +21,9 @@ BLOCKED = ("pool_by_path", "parent_environ", "stack_and_gc", "patches_scorer", "
            "detached_grandchild", "network", "fork_bomb", "reads_what_it_is_told")
 
 
+ACCURACIES = ("retain_acc", "test_acc", "forget_acc")
+
+
 # The same protocol with public seeds: the pool and the data anyone can rebuild (--public-seeds).
 PUBLIC = P.replace(secret_seeds=False, name="quick+public")
 
@@ -53,8 +56,10 @@ def test_attack_is_blocked_inside_the_sandbox(name, quick_pool, results, cache):
         assert "LEAK" not in rec["output"], rec["output"]
         # what it returned is far from every retrained model: it found none to copy
         assert rec["nearest_retrained"]["weights_distance"] > 0.2
-    assert not result.get("suspicious")
-    assert result["forget_quality"] < max(0.5, 2 * result["null_forget_quality"])
+        # and it handed back the original it was given, untouched (an attack changes the model only
+        # when it finds one to copy): it scores as doing nothing does. (F cannot tell: at K = 2
+        # nothing scores, and the null ceiling is undefined.)
+        assert {key: rec[key] for key in ACCURACIES} == {key: quick_pool.original[key] for key in ACCURACIES}
     assert run_processes_left() == []
     written = _tree_text(cache) + _tree_text(results)
     assert "FORGED" not in written and "harness-attack-pth" not in written
