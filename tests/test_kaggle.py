@@ -29,7 +29,7 @@ MINI = protocol.KAGGLE_MINI
 
 @pytest.fixture(scope="session")
 def mini_pool(cache):
-    return reference_pool.ensure(MINI, 4, progress=False)
+    return reference_pool.ensure(MINI, 2, progress=False)  # the most any test here asks for: 3 ResNet-18s
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -73,7 +73,10 @@ def test_exported_finetune_notebook_scores_exactly_like_harness_score(mini_pool,
 
     from_notebook = kaggle_run.run(str(nb_path), MINI, k=2, workers=2, progress=False,
                                    zip_out=str(tmp_path / "submission.zip"))
-    from_runner = score.score(str(REPO / "submissions" / "finetune.py"), MINI, k=2, workers=2, progress=False)
+    # The same runs, not the same time: a budget of one retrain, so that a loaded machine (runs
+    # slower than when the pool was timed) cannot fail the comparison on the mean rule.
+    from_runner = score.score(str(REPO / "submissions" / "finetune.py"), MINI, k=2, workers=2, progress=False,
+                              budget_fraction=1.0)
 
     assert from_notebook["score"] == from_runner["score"]
     assert from_notebook["run_digests"] == from_runner["run_digests"]  # the same runs, bit for bit
@@ -102,21 +105,21 @@ def test_exported_notebook_is_stable_and_refuses_harness_imports(tmp_path):
 
 # ---- a notebook written the way entrants wrote them --------------------------------------------
 
-def test_entrant_notebook_runs_unchanged_with_k4(mini_pool, results, tmp_path):
+def test_entrant_notebook_runs_unchanged_with_k2(mini_pool, results, tmp_path):
     before = ENTRANT.read_bytes()
-    r = _cli("kaggle", "run", str(ENTRANT), "--profile", "kaggle-mini", "--k", "4", "--json", "--quiet",
+    r = _cli("kaggle", "run", str(ENTRANT), "--profile", "kaggle-mini", "--k", "2", "--json", "--quiet",
              "--output-notebook", str(tmp_path / "executed.ipynb"))
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
-    assert result["k"] == 4 and 0.0 <= result["score"] <= 1.5
+    assert result["k"] == 2 and len(result["run_digests"]) == 2
     assert result["forget_acc"] < mini_pool.original["forget_acc"]
     rules = {x["rule"] for x in result["notebook_rewrites"]}
     assert {"iterations", "checkpoint-count", "cuda-guard", "cuda-method"} <= rules
-    assert "rewrite(s) to run here" in r.stderr and "range(512) -> range(4)" in r.stderr
+    assert "rewrite(s) to run here" in r.stderr and "range(512) -> range(2)" in r.stderr
     assert ENTRANT.read_bytes() == before  # the user's file is never touched
     executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
     text = json.dumps([c.get("outputs", []) for c in executed.cells])
-    assert "helper written" in text and "checkpoint 3: forget accuracy" in text
+    assert "helper written" in text and "checkpoint 1: forget accuracy" in text
     assert any(Path(p).name.startswith(result["id"]) for p in os.listdir(results))
 
 
@@ -256,8 +259,9 @@ def test_notebook_past_its_time_limit_is_killed_with_all_it_started(sandbox, min
 
 def test_a_notebook_is_timed_by_the_whole_not_by_the_files_it_writes(mini_pool, results, tmp_path):
     """It writes its K checkpoint files at once (placeholders), then spends 4 s before writing the
-    real ones: the files appeared at ~0 s, yet the notebook is charged the whole kernel's time,
-    each iteration an equal share. The files' times are kept for information only."""
+    real ones: the files appeared 4 s before the end (however long the kernel took to start), yet
+    the notebook is charged the whole kernel's time, each iteration an equal share. The files'
+    times are kept for information only."""
     original = "/kaggle/input/neurips-2023-machine-unlearning/original_model.pth"
     nb = _notebook(tmp_path, "import shutil, subprocess, time\n"
                              "for i in range(2):\n"
@@ -268,7 +272,7 @@ def test_a_notebook_is_timed_by_the_whole_not_by_the_files_it_writes(mini_pool, 
                              "subprocess.run('zip submission.zip /kaggle/tmp/*.pth', shell=True, check=True)")
     r = kaggle_run.run(str(nb), MINI, k=2, progress=False)
     whole = r["notebook"]["seconds"]
-    assert whole >= 4.0 and max(r["notebook"]["checkpoints_seen_s"]) < 4.0
+    assert whole >= max(r["notebook"]["checkpoints_seen_s"]) + 3.0  # the poll may see them up to ~1 s late
     assert r["seconds"]["unlearning_mean"] == pytest.approx(whole / 2)
     assert r["notebook"]["time_limit_s"] == pytest.approx(2 * r["budget"]["mean_limit_s"] + kaggle_run.NOTEBOOK_SETUP_S)
 

@@ -322,7 +322,8 @@ def test_cell_metadata_and_outputs_are_kept():
 
 
 def test_rewritten_guard_and_loop_run_here_k_times():
-    assert not torch.cuda.is_available()  # the point of the rewrite: this machine has no GPU
+    if torch.cuda.is_available():  # the point of the rewrite: a machine without a GPU
+        pytest.skip("this machine has a GPU: the guard's CPU branch is what is tested here")
     cell = ("import torch\n"
             "DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'\n"
             "if DEVICE != 'cuda':\n"
