@@ -11,7 +11,7 @@ PROFILE ?= default
 SUBMISSION ?= submissions/finetune.py
 ARGS ?=
 
-.PHONY: install browser score score-all reference check leaderboard ladder report test bench clean-cache
+.PHONY: install browser score score-all reference check leaderboard ladder report test test-fast bench clean-cache
 
 install: $(STAMP)
 
@@ -53,6 +53,10 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q $(ARGS)
+
+# The edit loop's tier: what needs no trained pool (pytest -m "not slow").
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from harness import copies, protocol as protocol_mod, reference_pool, runner
+from harness import copies, evaluate, protocol as protocol_mod, reference_pool, runner
 
 VIEWS = (("weights", copies.NEAR_WEIGHTS), ("spectrum", copies.NEAR_SPECTRUM), ("function", copies.NEAR_FUNCTION))
 
@@ -29,7 +29,7 @@ def margins(near: dict, closest_pair: float) -> dict:
 def main(profile: str = "default") -> dict:
     protocol = protocol_mod.get(profile)
     pool = reference_pool.load(protocol, protocol.k)
-    funcs = np.stack([runner.function_vector(rec["outputs"]) for rec in pool.retrains])
+    funcs = np.stack([evaluate.function_vector(rec["outputs"]) for rec in pool.retrains])
     closest = copies.closest_pair(funcs)
     by_method: dict = defaultdict(list)
     for path in sorted(pool.dir.glob("runs/*/run_*.json")):

@@ -11,7 +11,7 @@ measured on the machine that scores, in the same kind of worker and with the sam
   model; the last epoch counts), and the pool's retrain time is scaled by that slice against
   the same slice in the pool's records.
 
-What every run pays and no submission can shorten (a fresh interpreter, imports including the
+What every run pays and no submission can shorten (the run's process, imports including the
 optimisers, the model copy, the loaders) happens before the run's clock starts; the clock is the
 worker's, from the run's `ready` line to the end of its result pipe. A run fails when that exceeds
 the budget plus the protocol's tolerance for timer noise (a fraction of the budget, measured by
@@ -141,7 +141,7 @@ def retrain_seconds(protocol: Protocol, pool, workers: int | None = None, progre
     key = (str(pool.dir), here)
     if key not in _CALIBRATED:
         workers = workers or reference_pool.default_workers(protocol)
-        job = (reference_pool.time_slice, (protocol.to_dict(), str(pool.data_root)))
+        job = (reference_pool.time_slice, (protocol.to_dict(), str(pool.data_root), CALIBRATION_EPOCHS))
         slices = list(parallel.run([job] * workers, workers, progress, desc="timing the recipe here", unit="slice"))
         _CALIBRATED[key] = float(_median(slices))
     slice_here, slice_pool = _CALIBRATED[key], float(_median(reference))

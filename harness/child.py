@@ -1,4 +1,5 @@
-"""The run: `python -m harness.child INPUTS RESULT_FD CONTROL_FD`, a fresh interpreter in the sandbox.
+"""The run: `python -m harness.child INPUTS RESULT_FD CONTROL_FD` in the sandbox, or main() called
+in a fork of the worker's zygote (harness.zygote), where the imports below are done already.
 
 It is handed a folder with the original weights, the retain/forget/validation splits, the
 submission and its seed (`run.json`), and two pipes to the trusted worker. Until the submission

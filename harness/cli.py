@@ -30,10 +30,10 @@ def _protocol(args):
 
 
 def _report(result: dict, as_json: bool) -> int:
-    from harness import score
+    from harness import paths, result as result_mod
 
-    print(score.summary_text(result))
-    print(f"  result: {score.paths.results_dir() / (result['id'] + '.json')}")
+    print(result_mod.summary_text(result))
+    print(f"  result: {paths.results_dir() / (result['id'] + '.json')}")
     if as_json:
         print(json.dumps(result, allow_nan=True))
     return 0
@@ -88,7 +88,7 @@ def cmd_check(args) -> int:
     """Run the submission once on the `quick` profile in an isolated worker, report the contract.
     The run gets CHECK_BUDGET_FRACTION retrains of time, so that a slow method still has its
     contract checked; its time is then set against the protocol's budget."""
-    from harness import budget, parallel, protocol as protocol_mod, reference_pool, runner, score
+    from harness import budget, parallel, protocol as protocol_mod, reference_pool, result as result_mod, runner
 
     submission = runner.Submission.load(args.submission)
     protocol = protocol_mod.get("quick")
@@ -98,7 +98,7 @@ def cmd_check(args) -> int:
     with tempfile.TemporaryDirectory(prefix="harness-check-") as out:
         job = runner.run_job(protocol, pool, submission, 0, generous, Path(out), runner.sandbox_mode())
         rec = next(parallel.run([job], 1, progress=False, desc="check", unit="run"))
-    iso = score.isolation([rec])
+    iso = result_mod.isolation([rec])
     within = "within" if rec["seconds"] <= rule.limit_s else "OVER"
     print(f"ok: {args.submission} meets the contract (sha256 {submission.sha256[:12]})")
     print(f"  unlearning() ran in {rec['seconds']:.2f} s on profile quick: {rec['seconds'] / rule.retrain_s:.2f} x one "
@@ -106,7 +106,7 @@ def cmd_check(args) -> int:
           f"= {rule.limit_s:.2f} s)")
     print("  architecture unchanged (state-dict keys, shapes, dtypes); all weights finite; not a copy of the pool")
     print(f"  sandbox: {'yes' if iso['sandboxed'] else 'NO (' + '; '.join(iso['refused']) + ')'}; "
-          + ", ".join(f"{k} {'yes' if iso[k] else 'no'}" for k in score.ISOLATION_LAYERS))
+          + ", ".join(f"{k} {'yes' if iso[k] else 'no'}" for k in result_mod.ISOLATION_LAYERS))
     print(f"  forget accuracy {pool.original['forget_acc']:.1f}% (original) -> {rec['forget_acc']:.1f}%; "
           f"retain {pool.original['retain_acc']:.1f}% -> {rec['retain_acc']:.1f}%")
     return 0
@@ -188,14 +188,14 @@ def cmd_report(args) -> int:
 
 def cmd_ladder(args) -> int:
     """The sanity ladder: retrain oracle > finetune > noop on the competition score."""
-    from harness import score
+    from harness import result as result_mod, score
 
     protocol = _protocol(args)
     rows = []
     for path in LADDER:  # the oracle (retrain.py) declares its own budget in its file
         r = score.score(path, protocol, k=args.k, workers=args.workers, progress=not args.quiet)
         rows.append(r)
-        print(score.summary_text(r), flush=True)
+        print(result_mod.summary_text(r), flush=True)
     print(f"\nsanity ladder on profile {protocol.name}, K={rows[0]['k']}:")
     for r in sorted(rows, key=lambda r: -r["score"]):
         lo, hi = r["score_ci95"]

@@ -30,7 +30,7 @@ that noise on a few layers (the head, say) does not hide the rest:
   trained independently of the pool, whatever its weights look like.
 
 The thresholds' false-positive rate, measured on every method of the library and the oracle, is in
-the README (Threat model).
+docs/threat-model.md.
 """
 from __future__ import annotations
 

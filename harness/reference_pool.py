@@ -39,7 +39,6 @@ Layout:
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import os
@@ -51,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import keys, metric, paths
+from harness import evaluate, keys, paths
 from harness.protocol import PROTOCOL_VERSION, Protocol
 
 RECORD_KEYS = ("seed", "seconds", "retain_acc", "test_acc", "forget_acc", "val_acc", "forget_confidences",
@@ -214,74 +213,6 @@ def set_worker_threads(protocol: Protocol) -> None:
         torch.set_num_threads(int(os.environ.get("HARNESS_THREADS", "1")))
 
 
-def evaluate_state(protocol: Protocol, state: dict, splits: dict, device=None) -> dict:
-    """Accuracies (percent), forget-set confidences and the outputs the report's metrics need, of
-    one model; the same code scores the reference models and the unlearned ones, so the two
-    populations are measured alike."""
-    import torch
-
-    from harness import models, training
-
-    device = device or training.resolve_device(protocol)
-    model = models.build(protocol).to(device).to(memory_format=torch.channels_last)
-    model.load_state_dict(state)
-    out, kept = {}, {}
-    for name in ("retain", "test", "forget", "validation"):
-        split = splits[name]
-        x = training.model_input(split, protocol, device)
-        lg = training.logits(model, x, protocol.eval_batch_size, protocol)
-        if not torch.isfinite(lg).all():  # finite weights can still overflow float32 (huge ones)
-            raise ValueError(f"the model's outputs on the {name} set are not finite (NaN or inf): weights too large?")
-        out[f"{'val' if name == 'validation' else name}_acc"] = (
-            100.0 * (lg.argmax(1) == split.age_group).double().mean().item())
-        if name == "forget":
-            conf = metric.confidences(lg.double().numpy()[None], split.age_group.numpy())[0]
-            out["forget_confidences"] = conf.tolist()
-            kept["forget_logits"] = encode_array(lg.numpy())
-            kept["tta_forget_acc"] = {view: 100.0 * (training.logits(model, _view(x, view), protocol.eval_batch_size, protocol)
-                                                     .argmax(1) == split.age_group).double().mean().item()
-                                      for view in TTA_VIEWS}
-        if name == "test":
-            kept["test_logits"] = encode_array(lg[:TEST_SAMPLE].numpy())
-    out["outputs"] = kept
-    return {**out, **training.device_info(device)}
-
-
-# What the report keeps of every model (harness.report): logits on the forget set and on the first
-# TEST_SAMPLE test images, as float16 (the report's views need no more), and forget accuracy under
-# test-time augmentation (PROTOCOL §8: flips and a 90% centre crop).
-TEST_SAMPLE = 500
-TTA_VIEWS = ("hflip", "vflip", "crop")
-CROP_FRACTION = 0.9
-
-
-def _view(x, view: str):
-    import torch
-    import torch.nn.functional as F
-
-    if view == "hflip":
-        return x.flip(3)
-    if view == "vflip":
-        return x.flip(2)
-    size = x.shape[-1]
-    c = max(1, round(size * CROP_FRACTION))
-    lo = (size - c) // 2
-    crop = x[..., lo:lo + c, lo:lo + c]
-    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False).contiguous(
-        memory_format=torch.channels_last)
-
-
-def encode_array(a: np.ndarray) -> dict:
-    """A float array as float16 bytes in base64 (JSON records stay small)."""
-    a16 = np.ascontiguousarray(a, dtype=np.float16)
-    return {"dtype": "float16", "shape": list(a16.shape), "b64": base64.b64encode(a16.tobytes()).decode()}
-
-
-def decode_array(blob: dict) -> np.ndarray:
-    a = np.frombuffer(base64.b64decode(blob["b64"]), dtype=np.dtype(blob["dtype"]))
-    return a.reshape(blob["shape"]).astype(np.float32)
-
-
 def _train_one(protocol_dict: dict, data_root: str, root: str, j: int | None, seed: int,
                commitment: str | None) -> dict:
     """Train the original (j=None) or retrained model j with `seed`, evaluate it, write its
@@ -308,17 +239,17 @@ def _train_one(protocol_dict: dict, data_root: str, root: str, j: int | None, se
     return _write_record(protocol, splits, root, j, state, info, commitment)
 
 
-def time_slice(protocol_dict: dict, data_root: str) -> float:
-    """In a worker: the seconds of one epoch of the recipe on the retain set, the last of
-    budget.CALIBRATION_EPOCHS of a fresh model (the first pays one-time costs). What the run budget
-    is scaled by when the pool was trained on another machine (harness.budget)."""
-    from harness import budget, protocol as protocol_mod, training
+def time_slice(protocol_dict: dict, data_root: str, epochs: int) -> float:
+    """In a worker: the seconds of one epoch of the recipe on the retain set, the last of `epochs`
+    of a fresh model (the first pays one-time costs). What the run budget is scaled by when the
+    pool was trained on another machine (harness.budget)."""
+    from harness import protocol as protocol_mod, training
 
     protocol = protocol_mod.from_dict(protocol_dict)
     set_worker_threads(protocol)
     splits = worker_splits(Path(data_root))
     _, info = training.train(protocol, splits["retain"], splits["validation"], seed=0, best_from_epoch=10**9,
-                             epochs=budget.CALIBRATION_EPOCHS)
+                             epochs=epochs)
     return info["epoch_seconds"][-1]
 
 
@@ -344,7 +275,7 @@ def _write_record(protocol: Protocol, splits: dict, root: str, j: int | None, st
     buf = io.BytesIO()
     torch.save(state, buf)
     blob = buf.getvalue()
-    rec = {**info, **evaluate_state(protocol, state, splits), "torch_threads": torch.get_num_threads(),
+    rec = {**info, **evaluate.evaluate_state(protocol, state, splits), "torch_threads": torch.get_num_threads(),
            "weights_sha256": hashlib.sha256(blob).hexdigest()}
     if commitment is not None:
         rec.update(seed_commitment=commitment)

@@ -4,10 +4,11 @@ Process tree of one score:
 
     harness process            never imports a submission; schedules runs, shows progress
     └── worker (loky), ×W      one torch thread each; holds the data and the original weights;
-        │                      measures each run, checks and evaluates what it returns, writes
-        │                      the run record, all in trusted code
-        └── sandbox            a fresh interpreter in new namespaces (harness.sandbox), which
-            └── run            runs harness.child: imports the submission, calls unlearning()
+        │                      measures each run (harness.supervise), checks and evaluates what
+        │                      it returns, writes the run record, all in trusted code
+        └── zygote             torch and the run's runtime imported once, never the pool
+            └── sandbox        a fork per run, in new namespaces (harness.sandbox), which
+                └── run        runs harness.child: imports the submission, calls unlearning()
 
 A run sees only what it is handed (original weights, retain/forget/validation data, submission,
 seed) and hands back only a state dict, through a pipe. The worker's own clock times it: from
@@ -20,36 +21,29 @@ without recomputing or changing anything.
 from __future__ import annotations
 
 import ast
-import ctypes
 import hashlib
 import io
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import cgroups, paths
+from harness import cgroups, evaluate, paths, supervise
 from harness.protocol import ACTIVE_ENV, BUDGET_ENV, Protocol
 
-OUTPUT_KEEP_BYTES = 16_384    # head and tail of a run's stdout/stderr kept for the log
 TRACEBACK_TAIL_LINES = 12
-RUNNER_VERSION = "sandbox-4"  # in every runs folder's key: runs of an older runner are not reused
+RUNNER_VERSION = "sandbox-5"  # in every runs folder's key: runs of an older runner are not reused
                               # (2: loaders in the Kaggle notebooks' order, seeded after the model is loaded;
                               # 3: records keep the report's outputs, run 0 keeps its weights for saliency maps;
-                              # 4: the net in channels_last, a cgroup, the competition's budget)
+                              # 4: the net in channels_last, a cgroup, the competition's budget;
+                              # 5: runs forked from a zygote, 60 s for the harness's setup)
 COPY_CHECK_VERSION = 2        # the pool's copy-check views (harness.copies): 2 = canonical layers and spectra
 SANDBOX_ENV = "HARNESS_SANDBOX"
 SANDBOX_MODES = ("auto", "require", "userns", "off")
-SCRATCH_MB = 1024             # each of the run's tmpfs folders (/scratch, /tmp, /dev/shm)
 BOX_PREFIX = "harness-run-"   # a run's inputs on the worker's side: harness-run-<worker pid>-<i>-XXXX
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 class SubmissionError(ValueError):
@@ -155,71 +149,6 @@ def read_run(path: Path) -> dict | None:
 
 # ---- the worker side: trusted ------------------------------------------------------------------
 
-def _drain(fd: int, keep: dict) -> None:
-    """Read a run's output to EOF, keeping its head and tail, so a chatty run neither blocks on a
-    full pipe nor fills the disk."""
-    head, tail, total = bytearray(), bytearray(), 0
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        total += len(chunk)
-        if len(head) < OUTPUT_KEEP_BYTES:
-            head += chunk[:OUTPUT_KEEP_BYTES - len(head)]
-        tail = (tail + chunk)[-OUTPUT_KEEP_BYTES:]
-    os.close(fd)
-    keep.update(head=bytes(head), tail=bytes(tail), total=total)
-
-
-def _children(pid: int) -> set[int]:
-    """PIDs whose parent is pid."""
-    from harness.sandbox import parents
-
-    return {child for child, parent in parents().items() if parent == pid}
-
-
-def _kill_leftovers(pgid: int, spare: set[int]) -> int:
-    """Kill the run's process group and every orphan it left (re-parented to this worker, a child
-    subreaper), sparing the worker's own children from before the run; then reap. Returns how
-    many processes were signalled."""
-    killed = 0
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-        killed += 1
-    except ProcessLookupError:
-        pass
-    for pid in _children(os.getpid()) - spare:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:  # reap: no zombies left behind
-        left = _children(os.getpid()) - spare
-        if not left:
-            break
-        for pid in left:  # a grandchild orphaned by the kills above arrives here too: kill it as well
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, os.WNOHANG)
-            except (ChildProcessError, ProcessLookupError):
-                pass
-        time.sleep(0.01)
-    return killed
-
-
-def _output_text(keep: dict) -> str:
-    head, tail, total = keep.get("head", b""), keep.get("tail", b""), keep.get("total", 0)
-    if total <= len(head):
-        return head.decode(errors="replace")
-    return (head.decode(errors="replace") + f"\n[... {total - len(head) - len(tail)} bytes of output cut ...]\n"
-            + tail.decode(errors="replace"))
-
-
 def _reason(status: dict | None, exit_info: str, protocol: Protocol, usage: dict | None = None) -> str:
     """A failed run's reason in words. The status line comes from the run: it only words the
     failure, it never decides that a run succeeded."""
@@ -252,10 +181,6 @@ def _tail(text: str, n: int = TRACEBACK_TAIL_LINES, cap: int = 400) -> str:
     return "\n".join(ln if len(ln) <= cap else ln[:cap] + " [...]" for ln in text.strip().splitlines()[-n:])
 
 
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def _worker_state(protocol: Protocol, pool_dir: Path, data_root: Path, k: int) -> dict:
     """What every run of this worker needs, loaded once and checked against the pool's recorded
     sha256: the splits, the original weights, the bytes handed to each run, and the retrained
@@ -275,7 +200,7 @@ def _worker_state(protocol: Protocol, pool_dir: Path, data_root: Path, k: int) -
         original = reference_pool.load_state(pool.original_weights, pool.original["weights_sha256"])
         splits = reference_pool.worker_splits(pool.data_root)
         structure = copies.layers(list(original))  # the architecture's key order: a run may reorder its own
-        funcs = np.stack([function_vector(rec["outputs"]) for rec in pool.retrains])
+        funcs = np.stack([evaluate.function_vector(rec["outputs"]) for rec in pool.retrains])
 
         def blob(obj) -> bytes:
             buf = io.BytesIO()
@@ -291,7 +216,7 @@ def _worker_state(protocol: Protocol, pool_dir: Path, data_root: Path, k: int) -
                        "splits.pt": blob({n: vars(data.kaggle_order(splits[n]))
                                           for n in ("retain", "forget", "validation")})},
         }
-        _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphans of an unsandboxed run come back here
+        supervise.become_subreaper()
         training.warm_up(protocol)
     return cache[key]
 
@@ -323,15 +248,6 @@ def _pool_views(pool, structure) -> dict:
     return views
 
 
-def function_vector(outputs: dict):
-    """A model's function for the copy check (harness.copies): its kept logits on the forget set and
-    on the test sample, as a record stores them (float16, so the pool's and a run's match in kind)."""
-    from harness import copies, reference_pool
-
-    return copies.function_vector(reference_pool.decode_array(outputs["forget_logits"]),
-                                  reference_pool.decode_array(outputs["test_logits"]))
-
-
 def sweep_boxes() -> int:
     """Remove the run folders of workers that no longer exist (a worker cancelled or killed in
     the middle of a run has no chance to). Returns how many were removed."""
@@ -347,66 +263,11 @@ def sweep_boxes() -> int:
     return removed
 
 
-def _hidden_paths(pool_dir: Path) -> list[str]:
+def hidden_paths(pool_dir: Path) -> list[str]:
     """Folders that must not exist inside a run even where they lie inside an exposed tree."""
     found = {pool_dir.parent, paths.cache_dir(), paths.results_dir(), paths.REPO_ROOT / "reference",
              paths.REPO_ROOT / "results"}
     return sorted(str(p.resolve()) for p in found)
-
-
-def _read_capped(fd: int, keep: dict, cap: int) -> None:
-    """Read the result pipe to EOF, keeping at most cap bytes (a run cannot fill the worker's memory)."""
-    chunks, total = [], 0
-    while True:
-        try:
-            chunk = os.read(fd, 1 << 20)
-        except OSError:
-            break
-        if not chunk:
-            break
-        total += len(chunk)
-        if total <= cap:
-            chunks.append(chunk)
-    keep["eof"] = time.perf_counter()
-    os.close(fd)
-    keep.update(data=b"".join(chunks), total=total)
-
-
-def _read_control(fd: int, lines: list) -> None:
-    """Control lines with the worker's clock at their arrival: (perf_counter, text)."""
-    with os.fdopen(fd, "rb") as f:
-        for raw in f:
-            lines.append((time.perf_counter(), raw[:65536].decode(errors="replace").strip()))
-            if len(lines) > 16:
-                break
-
-
-def _json_object(text) -> dict | None:
-    """A JSON object from a run's pipe, or None for anything else: malformed, nested past the
-    parser's depth (RecursionError), or not an object."""
-    try:
-        obj = json.loads(text)
-    except Exception:  # noqa: BLE001 - ValueError, RecursionError, ...: whatever the run wrote
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _control_facts(lines: list) -> tuple[dict | None, float | None, str | None]:
-    """(isolation layers, ready time, sandbox setup error) from the control lines. Only the first
-    isolation line counts (the init writes it before the run exists), and the first `ready`."""
-    isolation = ready = error = None
-    for t, text in lines:
-        if text == "ready":
-            ready = t if ready is None else ready
-            continue
-        msg = _json_object(text)
-        if msg is None:
-            continue
-        if isolation is None and isinstance(msg.get("isolation"), dict):
-            isolation = msg["isolation"]
-        if error is None and "setup_error" in msg:
-            error = str(msg["setup_error"])
-    return isolation, ready, error
 
 
 def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submission: str, i: int, seed: int,
@@ -462,7 +323,7 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
         if result["payload_bytes"] > result["cap"]:
             raise ValueError(f"it returned {result['payload_bytes']} bytes, more than a state dict of this "
                              f"architecture can take ({result['cap']})")
-        weights = load_weights(result["payload"], state["original"])
+        weights = evaluate.load_weights(result["payload"], state["original"])
     except Exception as e:  # noqa: BLE001 - every way the weights can be wrong is the run's failure
         raise RunError(fail + str(e).splitlines()[0]) from None
     metrics, near = evaluate_weights(protocol, state, weights, fail)
@@ -501,37 +362,12 @@ def check_sandbox(result: dict, sandbox: str, fail: str) -> None:
                        "where cgroups are delegated to you (cgroup v2: systemd-run --user --scope -p Delegate=yes)")
 
 
-def load_weights(blob: bytes, original: dict) -> dict:
-    """A state dict from untrusted bytes (weights_only: no code runs), with the original's
-    architecture and finite weights; ValueError naming the first problem."""
-    import torch
-
-    from harness import models
-
-    weights = models.plain_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
-    models.check_same_architecture(original, weights)
-    models.check_finite(weights)
-    return weights
-
-
 def evaluate_weights(protocol: Protocol, state: dict, weights: dict, fail: str) -> tuple[dict, dict]:
-    """Score checked weights in trusted code: accuracies, forget confidences, and the copy check
-    against the reference pool (RunError when they are a retrained model). (metrics, nearest)."""
-    from harness import copies, reference_pool
-
-    t_eval = time.perf_counter()
+    """harness.evaluate.check, its rejection as this run's failure. (metrics, nearest)."""
     try:
-        metrics = reference_pool.evaluate_state(protocol, weights, state["splits"])
-    except Exception as e:  # noqa: BLE001 - whatever checked weights still do to the evaluation is the run's failure
-        raise RunError(fail + f"its weights cannot be evaluated: {_last_line(str(e) or type(e).__name__)}") from None
-    metrics["eval_seconds"] = time.perf_counter() - t_eval
-    near = copies.nearest(copies.view(weights, state["structure"]), function_vector(metrics["outputs"]),
-                          state["pool_views"], state["pool_funcs"])
-    copied = copies.copy_reason(near, state["closest_pair"])
-    if copied:
-        raise RunError(fail + f"it returned a copy of the reference pool: {copied}. A submission must unlearn "
-                              "the original it is given, not hand back a retrained model")
-    return metrics, near
+        return evaluate.check(protocol, state, weights)
+    except evaluate.Rejected as e:
+        raise RunError(fail + str(e)) from None
 
 
 def evaluate_checkpoint(protocol_dict: dict, pool_dir: str, data_root: str, k: int, path: str, i: int,
@@ -545,7 +381,7 @@ def evaluate_checkpoint(protocol_dict: dict, pool_dir: str, data_root: str, k: i
     state = _worker_state(protocol, Path(pool_dir), Path(data_root), k)
     fail = f"{name}: "
     try:
-        weights = load_weights(Path(path).read_bytes(), state["original"])
+        weights = evaluate.load_weights(Path(path).read_bytes(), state["original"])
     except Exception as e:  # noqa: BLE001
         raise RunError(fail + str(e).splitlines()[0]) from None
     metrics, near = evaluate_weights(protocol, state, weights, fail)
@@ -556,14 +392,17 @@ def evaluate_checkpoint(protocol_dict: dict, pool_dir: str, data_root: str, k: i
 def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget, sandbox: str, cap: int) -> dict:
     """Start the sandbox on box/inputs, police it to the end, and return what it produced and
     when, all measured here."""
+    from harness import training
     from harness.data import sources
 
     # What the run is told: the recipe without seeds or paths, and its budget.
     told = {ACTIVE_ENV: json.dumps(protocol.for_run().to_dict()),
             BUDGET_ENV: json.dumps({"seconds": budget.seconds, "limit_s": budget.limit_s,
                                    "mean_limit_s": budget.mean_limit_s})}
-    return sandboxed_process(box, pool_dir, budget.setup_s, budget.kill_s, sandbox, cap, told,
-                             limits=run_limits(protocol), hide=sources.private_paths(protocol))
+    cuda = training.resolve_device(protocol).type == "cuda"  # CUDA cannot be used across a fork: fresh interpreters
+    return supervise.sandboxed_process(box, budget.setup_s, budget.kill_s, sandbox, cap, told,
+                                       [*hidden_paths(pool_dir), *sources.private_paths(protocol)],
+                                       limits=run_limits(protocol), warm=None if cuda else protocol.for_run().to_dict())
 
 
 def run_limits(protocol: Protocol):
@@ -574,91 +413,6 @@ def run_limits(protocol: Protocol):
     cuda = training.resolve_device(protocol).type == "cuda"
     cpus = None if cuda else float(os.environ.get("HARNESS_THREADS", "1"))
     return cgroups.Limits(memory_bytes=int(protocol.memory_limit_gb * 2**30), cpus=cpus)
-
-
-def sandboxed_process(box: Path, pool_dir: Path, setup_s: float, limit_s: float, sandbox: str, cap: int,
-                      env_extra: dict, module: str = "harness.child", binds: tuple = (), workdir: str | None = None,
-                      fallback_workdir: Path | None = None, on_tick=None, hide: list[str] = (), limits=None) -> dict:
-    """Run `python -m module /inputs RESULT_FD CONTROL_FD` in the sandbox on box/inputs and return
-    what it produced and when, all measured here. It is killed `setup_s` after its start if it has
-    not written `ready` by then (the harness's own setup), else `limit_s` after `ready`.
-    `binds` are extra (source, target, writable) folders in the sandbox, `workdir` its working
-    directory there (fallback_workdir without namespaces); on_tick() is called while it runs;
-    `hide` adds folders to those that must not be seen (a real data source); `limits`
-    (harness.cgroups.Limits) puts the whole sandbox in a cgroup of its own, where the platform
-    allows one."""
-    out_r, out_w = os.pipe()
-    res_r, res_w = os.pipe()
-    ctl_r, ctl_w = os.pipe()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", **env_extra}
-    env.update({k: v for k, v in os.environ.items() if k in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
-                and k not in env_extra})
-    spec = {"mode": sandbox, "inputs": str(box / "inputs"), "root": str(box / "root"),
-            "fallback_scratch": str(fallback_workdir or box / "scratch"),
-            "hide": sorted({*_hidden_paths(pool_dir), *map(str, hide)}),
-            "scratch_mb": SCRATCH_MB, "env": env, "parent": os.getpid(), "result_fd": res_w, "control_fd": ctl_w,
-            "module": module, "binds": [[str(s), t, bool(w)] for s, t, w in binds], "workdir": workdir}
-    group, refused = (None, "") if limits is None or sandbox == "off" else cgroups.create(limits)
-    before = _children(os.getpid())
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-s", "-m", "harness.sandbox"], stdin=subprocess.PIPE, stdout=out_w,
-                            stderr=out_w, pass_fds=(res_w, ctl_w), cwd=box, env=env, start_new_session=True)
-    for fd in (out_w, res_w, ctl_w):
-        os.close(fd)
-    if group is not None:
-        try:  # before the launcher has read its spec: the sandbox and the run are born inside
-            group.add(proc.pid)
-        except OSError as e:
-            group.remove()
-            group, refused = None, f"cannot enter the cgroup ({e.strerror or e})"
-    output: dict = {}
-    payload: dict = {}
-    control: list = []
-    readers = [threading.Thread(target=fn, args=args, daemon=True) for fn, args in (
-        (_drain, (out_r, output)), (_read_capped, (res_r, payload, cap)), (_read_control, (ctl_r, control)))]
-    for t in readers:
-        t.start()
-    try:
-        proc.stdin.write(json.dumps(spec).encode())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    timed_out = None
-    while proc.poll() is None:
-        ready = next((t for t, text in list(control) if text == "ready"), None)
-        if time.perf_counter() > (started + setup_s if ready is None else ready + limit_s):
-            timed_out = "setup" if ready is None else "run"
-            os.killpg(proc.pid, signal.SIGKILL)  # the sandbox's init dies with it, and with it every run process
-            proc.wait()
-            break
-        if on_tick is not None:
-            on_tick()
-        time.sleep(0.01)
-    exited = time.perf_counter()
-    usage = {}
-    if group is not None:
-        group.kill()
-        usage = group.usage()
-        group.remove()
-    _kill_leftovers(proc.pid, spare=before)
-    for t in readers:
-        t.join(timeout=5)
-    code = proc.returncode
-    exit_info = (f"killed by signal {signal.Signals(code - 128).name}" if 128 < code < 128 + 65
-                 else f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}")
-    data = payload.get("data", b"")
-    head, _, weights = data.partition(b"\n")
-    status = _json_object(head)
-    isolation, ready, setup_error = _control_facts(control)
-    if isolation is not None and limits is not None:
-        isolation = {**isolation, "cgroup": group.describe() if group else None}
-        if refused:
-            isolation["refused"] = "; ".join(filter(None, [isolation.get("refused"), f"cgroup: {refused}"]))
-    return {"timed_out": timed_out, "started": started, "exit": exited, "wall": exited - started, "ready": ready,
-            "result_eof": payload.get("eof", exited),
-            "isolation": isolation, "setup_error": setup_error, "status": status, "exit_info": exit_info,
-            "payload": weights, "payload_bytes": payload.get("total", 0), "cap": cap, "usage": usage,
-            "output": _output_text(output), "output_bytes": output.get("total", 0)}
 
 
 def run_job(protocol: Protocol, pool, submission: Submission, i: int, budget, out_dir: Path,

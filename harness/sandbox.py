@@ -1,7 +1,8 @@
-"""The sandbox of one unlearning run: Linux namespaces around a fresh interpreter.
+"""The sandbox of one unlearning run: Linux namespaces around the run's process.
 
-`python -m harness.sandbox` is started by the trusted worker for every run, with a JSON spec on
-stdin. It uses only the standard library and never imports torch, so it starts in milliseconds.
+The launcher is a fork of the worker's zygote (harness.zygote) for an unlearning run on a CPU, or
+`python -m harness.sandbox` started by the trusted worker (a GPU run, a notebook's kernel,
+HARNESS_ZYGOTE=off), with a JSON spec on stdin. Its own code uses only the standard library.
 
     sandbox launcher (P0)   unshare: mount, PID, network, IPC, UTS namespaces (and a user
     │                       namespace where it is not root); waits, passes the exit status on
@@ -15,10 +16,12 @@ stdin. It uses only the standard library and never imports torch, so it starts i
         │                   when it exits the kernel kills whatever the run left in the namespace.
         └── run (P2)        exec `python -m harness.child` (or the spec's module: harness.kaggle.kernel
                             for a notebook): a fresh interpreter, nothing inherited
-                            from the worker but the inputs folder and two pipes.
+                            from the worker but the inputs folder and two pipes. Where the
+                            launcher is a fork of the worker's zygote (harness.zygote), P2 calls
+                            harness.child in the zygote's interpreter instead, torch imported.
 
 Where the platform refuses namespaces (no root and no unprivileged user namespaces, or
-HARNESS_SANDBOX=off), the run still gets a fresh interpreter, a clean environment, its own
+HARNESS_SANDBOX=off), the run still gets a clean process, a clean environment, its own
 scratch folder and the process-tree kill (P1 is a child subreaper), and the result says
 `sandboxed: false` with the reason. HARNESS_SANDBOX=require makes that a failure instead.
 
@@ -292,9 +295,11 @@ def _init(spec: dict, namespaced: bool, how: str) -> int:
     """PID 1 of the sandbox: build the root, report the layers, start the run, reap, exit."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the launcher, and so does the namespace
     control = spec["control_fd"]
-    layers = {"fresh_interpreter": True, "namespaces": namespaced, "how": how, "mount_namespace": False,
-              "pid_namespace": False, "network_namespace": False, "capabilities_dropped": False,
-              "filesystem_hidden": False}
+    # clean_process: the run inherits nothing of the worker (a fresh interpreter, or a fork of the
+    # zygote, which never held any of it).
+    layers = {"fresh_interpreter": not spec.get("fork_run"), "clean_process": True, "namespaces": namespaced,
+              "how": how, "mount_namespace": False, "pid_namespace": False, "network_namespace": False,
+              "capabilities_dropped": False, "filesystem_hidden": False}
     workdir = spec["fallback_scratch"]
     if namespaced:
         try:
@@ -324,10 +329,19 @@ def _init(spec: dict, namespaced: bool, how: str) -> int:
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             os.chdir(workdir)
             env = dict(spec["env"], HOME=workdir, TMPDIR="/tmp" if layers["filesystem_hidden"] else workdir)
-            argv = [sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []), "-m",
-                    spec.get("module") or "harness.child",
-                    INPUTS if layers["filesystem_hidden"] else spec["inputs"],
-                    str(spec["result_fd"]), str(control)]
+            module = spec.get("module") or "harness.child"
+            args = [INPUTS if layers["filesystem_hidden"] else spec["inputs"], str(spec["result_fd"]), str(control)]
+            if spec.get("fork_run") and module == "harness.child":
+                # Forked from the zygote (harness.zygote): the runtime is imported already. The spec
+                # (the host's paths of what is hidden) is dropped from this process's objects first.
+                spec.clear()
+                os.environ.clear()
+                os.environ.update(env)
+                sys.argv = [module, *args]
+                from harness import child
+
+                child.exit_after(child.main)
+            argv = [sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []), "-m", module, *args]
             os.execve(sys.executable, argv, env)
         finally:
             os._exit(127)
@@ -374,8 +388,17 @@ def _reap_all() -> None:
             return
 
 
+def _read_spec() -> dict:
+    """The spec, from stdin's descriptor to its end (a launcher forked by the zygote has a fresh
+    pipe there, under a sys.stdin that read its own)."""
+    chunks = []
+    while chunk := os.read(0, 1 << 16):
+        chunks.append(chunk)
+    return json.loads(b"".join(chunks))
+
+
 def main() -> int:
-    spec = json.loads(sys.stdin.read())
+    spec = _read_spec()
     # Dies with the worker that started it (a worker killed when a score fails or is interrupted),
     # and with it init and the whole run (init's own death signal, then the PID namespace).
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -23,7 +23,7 @@ val_loader     torch DataLoader over the validation set.
                len()); the next run gets fresh loaders whatever you do to these.
 
 Runs: the harness calls unlearning() K times (the profile's K; 512 in the competition), each on
-a fresh copy of the original model in a fresh Python process inside a sandbox, seeded (torch,
+a fresh copy of the original model in a process of its own inside a sandbox, seeded (torch,
 numpy, random) with its own seed just before unlearning() is called. Make your method depend on those seeds, not on fixed ones, or
 every run is the same. `harness.protocol.active()` gives the run's protocol: the training recipe
 of the reference models (epochs, learning rate, batch sizes, ...) without its seeds or paths;
@@ -45,7 +45,7 @@ interpreter, torch and the optimisers are loaded by then, the loaders built) and
 run can hand nothing back any more. The run is held to one CPU, whatever threads or processes it
 starts.
 
-What a run can see and do (the README's threat model says how each is enforced): it sees the
+What a run can see and do (docs/threat-model.md says how each is enforced): it sees the
 system's libraries, Python, the harness package, its inputs, and three writable tmpfs folders
 (its working directory, /tmp, /dev/shm; 1 GiB each, gone when the run ends). It cannot see the
 test set, the reference pool, the cache or the results, other processes or the network, and it

@@ -25,10 +25,26 @@ FAST = protocol.QUICK.replace(k=2, unlearn_budget_min_s=3.0, unlearn_grace_s=20.
 TEST_KEY = hashlib.sha256(b"unlearning-harness test cache").digest()
 
 
+# The slow tier: a test that trains a pool or scores through the sandbox. Every fixture that builds
+# or needs a pool makes a test slow on its own; the rest are marked where they are written.
+# `pytest -m "not slow"` (make test-fast) is the edit loop's tier.
+POOL_FIXTURES = {"quick_pool", "mini_pool", "shared_cache", "scored", "report", "built", "copy"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if POOL_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cache")
-    keys.install(path, TEST_KEY)
+    # HARNESS_TEST_CACHE keeps the session's cache between test runs (the edit loop's pools are
+    # trained once); by default, and in CI, each run trains its own from nothing.
+    kept = os.environ.get("HARNESS_TEST_CACHE")
+    path = Path(kept) if kept else tmp_path_factory.mktemp("cache")
+    if keys.install(path, TEST_KEY) != TEST_KEY:
+        pytest.exit(f"HARNESS_TEST_CACHE={kept} holds another cache's key: point it at a folder of the tests' own", 2)
     mp = pytest.MonkeyPatch()
     mp.setenv("HARNESS_CACHE_DIR", str(path))
     yield path
@@ -61,16 +77,27 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def is_zygote(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"harness.zygote" in f.read()
+    except OSError:
+        return False
+
+
 def run_processes_left() -> list[int]:
     """Processes below the worker processes of this test session: every run, and everything a
     run started, must be gone once a score returns or fails."""
     import time
 
-    from harness.runner import _children
+    from harness.supervise import children
+
+    def below(worker: int) -> set[int]:  # a worker's zygote outlives runs: what counts is below it
+        return {q for p in children(worker) for q in (children(p) if is_zygote(p) else {p})}
 
     deadline = time.time() + 5  # a cancelled worker's run dies with it, within moments
     while True:
-        left = sorted(pid for worker in _children(os.getpid()) for pid in _children(worker))
+        left = sorted(pid for worker in children(os.getpid()) for pid in below(worker))
         if not left or time.time() > deadline:
             return left
         time.sleep(0.05)

@@ -1,6 +1,6 @@
 """Attacks on the runner, each a submission in tests/submissions/attacks/, run the way a determined
 competitor would. Each must be blocked (the run finds nothing and scores like what it really
-did) or detected (the run is rejected with the reason), as the README's threat model says.
+did) or detected (the run is rejected with the reason), as docs/threat-model.md says.
 
 The attacks print `LEAK: ...` whenever they reach something they should not; the run records keep
 their output, so a test reads every record for it."""
@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import BAD, FAST, SUBMISSIONS, processes_with, run_processes_left
-from harness import paths, reference_pool, runner, score
+from harness import paths, reference_pool, result, runner, score
 
 ATTACKS = BAD / "attacks"
 # Searching the file system takes an attack seconds: a budget that lets it finish its search.
@@ -49,9 +49,9 @@ def _tree_text(root) -> str:
 
 @pytest.mark.parametrize("name", BLOCKED)
 def test_attack_is_blocked_inside_the_sandbox(name, quick_pool, results, cache):
-    result = _score(name)
+    r = _score(name)
     records = _records(quick_pool, ATTACKS / f"{name}.py")
-    assert result["isolation"]["sandboxed"], result["isolation"]
+    assert r["isolation"]["sandboxed"], r["isolation"]
     for rec in records:
         assert "LEAK" not in rec["output"], rec["output"]
         # what it returned is far from every retrained model: it found none to copy
@@ -136,7 +136,7 @@ def test_a_rescaled_copy_with_a_noisy_head_is_still_a_copy(quick_pool, results):
     import numpy as np
     import torch
 
-    from harness import copies, reference_pool
+    from harness import copies, evaluate, reference_pool
 
     pool = reference_pool.ensure(PUBLIC, 2, progress=False)
     model0 = reference_pool.load_state(pool.retrain_weights(0), pool.retrains[0]["weights_sha256"])
@@ -157,7 +157,7 @@ def test_a_rescaled_copy_with_a_noisy_head_is_still_a_copy(quick_pool, results):
 
     assert np.linalg.norm(raw(disguised) - raw(model0)) / np.linalg.norm(raw(model0)) > copies.NEAR_WEIGHTS
     splits = reference_pool.worker_splits(pool.data_root)
-    conf = np.array(reference_pool.evaluate_state(PUBLIC, disguised, splits)["forget_confidences"])
+    conf = np.array(evaluate.evaluate_state(PUBLIC, disguised, splits)["forget_confidences"])
     old_closest = copies.closest_pair(pool.forget_confidences())
     assert copies.rms_distances(conf[None], pool.forget_confidences()[:1])[0, 0] > copies.NEAR_FUNCTION * old_closest
     near = copies.nearest(copies.view(disguised, structure), np.zeros(1), copies.stack([copies.view(model0, structure)]),
@@ -197,7 +197,7 @@ def test_unsandboxed_results_say_so(quick_pool, results, monkeypatch):
     monkeypatch.setenv(runner.SANDBOX_ENV, "off")
     r = _score(SUBMISSIONS / "noop.py")
     assert r["isolation"]["sandboxed"] is False and r["isolation"]["refused"] == ["HARNESS_SANDBOX=off"]
-    assert "NOT sandboxed" in score.summary_text(r)
+    assert "NOT sandboxed" in result.summary_text(r)
     stored = json.loads((results / f"{r['id']}.json").read_text())
     assert stored["isolation"]["sandboxed"] is False
     # runs made without the sandbox are never reused by a sandboxed score
@@ -220,14 +220,15 @@ def test_a_score_far_above_the_null_ceiling_is_flagged(quick_pool):
     from harness import budget
 
     sub = runner.Submission.load(SUBMISSIONS / "noop.py")
-    iso = {layer: True for layer in score.ISOLATION_LAYERS}
+    iso = {layer: True for layer in result.ISOLATION_LAYERS}
     copies_of_pool = [{**r, "seed": 2000 + i, "over_budget": False, "isolation": iso, "memory_limit_gb": 4.0}
                       for i, r in enumerate(quick_pool.retrains)]
-    r = score.summarise(protocol.QUICK, quick_pool, sub, copies_of_pool, budget.make(protocol.QUICK, quick_pool))
+    r = result.build(protocol.QUICK, quick_pool, sub, copies_of_pool, budget.make(protocol.QUICK, quick_pool),
+                     source="runner", started=0.0, timings={})
     assert r["forget_quality"] > 2 * r["null_forget_quality"]
     assert r["suspicious"] and "null ceiling" in r["suspicious"]
-    assert "WARNING: F =" in score.summary_text({**r, "seconds": {**r["seconds"], "total": 1.0}})
-    assert score.suspicious(r["null_forget_quality"], r["null_forget_quality"]) is None
+    assert "WARNING: F =" in result.summary_text({**r, "seconds": {**r["seconds"], "total": 1.0}})
+    assert result.suspicious(r["null_forget_quality"], r["null_forget_quality"]) is None
 
 
 def test_with_secret_seeds_the_pool_cannot_be_rebuilt(quick_pool, results):
@@ -266,7 +267,7 @@ def test_where_the_platform_refuses_namespaces(quick_pool, tmp_path):
     auto = _refusing_platform(*args, env=env)
     assert auto.returncode == 0, auto.stderr[-3000:]
     r = json.loads(auto.stdout.strip().splitlines()[-1])
-    assert r["isolation"]["sandboxed"] is False and r["isolation"]["fresh_interpreter"]
+    assert r["isolation"]["sandboxed"] is False and r["isolation"]["clean_process"]
     assert any("the platform refused namespaces" in why for why in r["isolation"]["refused"]), r["isolation"]
     assert "WARNING: runs were NOT sandboxed" in auto.stdout
     required = _refusing_platform(*args, env={**env, runner.SANDBOX_ENV: "require"})

@@ -1,5 +1,5 @@
 """`make bench`'s own arithmetic, where it can be checked in seconds (the figures themselves are
-measurements: README quotes them with the command, date and machine)."""
+measurements: docs/speed.md quotes them with the command, date and machine)."""
 from __future__ import annotations
 
 import os

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BAD, FAST, SUBMISSIONS
-from harness import budget, keys, protocol, reference_pool, runner, score
+from harness import budget, keys, protocol, reference_pool, result, runner, score
 
 ATTACKS = Path(__file__).resolve().parent / "submissions" / "attacks"
 QUICK = protocol.QUICK
@@ -69,7 +69,7 @@ def test_the_oracle_is_declared_in_its_file_or_on_the_command_line(quick_pool, r
     r = score.score(str(SUBMISSIONS / "noop.py"), QUICK, k=2, workers=2, progress=False, oracle=2.0)
     assert r["budget"]["oracle"] and not r["budget"]["competition"]
     assert r["budget"]["not_competition"] == "oracle, own budget (2 x one retrain)"
-    assert "not the competition's budget: oracle, own budget" in score.summary_text(r)
+    assert "not the competition's budget: oracle, own budget" in result.summary_text(r)
     with pytest.raises(ValueError, match="--budget-fraction and --oracle both set a budget"):
         score.score(str(SUBMISSIONS / "noop.py"), QUICK, k=2, budget_fraction=2.0, oracle=2.0, progress=False)
 
@@ -113,6 +113,6 @@ def test_one_run_over_its_budget_within_the_tolerance_is_noted_and_the_score_sta
     r = score.score(str(BAD / "over_in_one_run.py"), FAST, k=2, workers=2, progress=False)
     assert r["budget"]["over_budget_runs"] == 1 and r["budget"]["limit_s"] == 4.5
     assert r["seconds"]["unlearning_max"] >= 3.6 and r["seconds"]["unlearning_mean"] <= r["budget"]["mean_limit_s"]
-    text = score.summary_text(r)
+    text = result.summary_text(r)
     assert "1 run(s) took longer than the budget, within its tolerance" in text
     assert "not the competition's budget: a floor of 3 s" in text

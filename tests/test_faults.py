@@ -71,6 +71,7 @@ def _inodes(root: Path) -> dict[str, int]:
 
 # ---- concurrency, kill -9 ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_reference_builds_at_once_train_each_model_once(tmp_path):
     cache, log = tmp_path / "cache", tmp_path / "trained.log"
     env = _env(tmp_path, cache, log, HARNESS_WORKERS="1")
@@ -93,6 +94,7 @@ def test_two_reference_builds_at_once_train_each_model_once(tmp_path):
                                                      reference_pool.LOCK_FILE}
 
 
+@pytest.mark.slow
 def test_kill_9_in_the_middle_of_a_build_then_resume(tmp_path):
     cache, log = tmp_path / "cache", tmp_path / "first.log"
     root = reference_pool.pool_dir(P, cache)

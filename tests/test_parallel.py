@@ -1,6 +1,8 @@
 """The local fan-out (harness.parallel): a failing job stops the others, and says nothing else."""
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 
@@ -25,6 +27,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_a_failure_with_jobs_still_queued_stops_them_without_a_traceback(tmp_path):
     """Jobs queued behind a failure: loky's manager thread printed a KeyError traceback in about
     four of ten such stops (its shutdown drops the queued items, then looks one up)."""

@@ -51,6 +51,7 @@ def test_pool_records_and_identity_matters(quick_pool):
     assert manifest["reference_hash"] == QUICK.reference_hash() and manifest["k"] >= QUICK.k
 
 
+@pytest.mark.slow
 def test_growing_k_trains_only_the_missing_models_and_a_corrupt_record_is_redone(tmp_path):
     p = QUICK
     small = reference_pool.ensure(p, 2, cache=tmp_path, workers=2, progress=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BAD, FAST, SUBMISSIONS, processes_with, run_processes_left
-from harness import leaderboard, runner, score
+from harness import evaluate, leaderboard, result, runner, score, supervise
 
 REJECTED = [
     ("import_error", r"importing the submission failed: ModuleNotFoundError"),
@@ -62,7 +62,7 @@ def test_syntax_error_is_rejected_before_any_run(quick_pool, results):
 def test_survivors_count_normally(quick_pool, results):
     for name in ("prints_megabytes", "writes_files", "mutates_loaders", "looks_for_test_set"):
         r = _score(BAD / f"{name}.py", workers=1)  # one worker: run 1 follows run 0 in the same process
-        assert r["k"] == FAST.k and 0.0 <= r["forget_quality"] <= 1.0, name
+        assert len(r["run_digests"]) == FAST.k and r["isolation"]["sandboxed"], name  # every run counted
         assert (results / f"{r['id']}.json").exists()
         assert run_processes_left() == []
 
@@ -73,7 +73,7 @@ def test_output_is_captured_and_truncated(quick_pool, results):
     rec = runner.read_run(runner.run_path(folder, 0))
     assert rec["output_bytes"] > 4 * 2**20
     assert "LAST LINE OF OUTPUT" in rec["output"] and len(rec["output"]) <= 2000
-    assert r["score"] >= 0
+    assert len(r["run_digests"]) == FAST.k  # the chatty run still counts
 
 
 def test_files_written_by_a_run_stay_in_its_sandbox(quick_pool, results, tmp_path, monkeypatch):
@@ -117,7 +117,7 @@ def test_run_records_are_isolation_reports(quick_pool, results):
     assert rec["memory_limit_gb"] == FAST.memory_limit_gb
     assert rec["seed"] == FAST.unlearn_seed0 + 1
     # this machine (and CI) runs as root: every layer must take effect here
-    for layer in score.ISOLATION_LAYERS:
+    for layer in result.ISOLATION_LAYERS:
         assert rec["isolation"][layer], (layer, rec["isolation"])
         assert r["isolation"][layer] is True
     assert rec["isolation"]["cgroup"] == {"version": "v1", "memory_bytes": 2**30, "cpus": 1.0, "pids_max": 512}
@@ -187,7 +187,7 @@ def test_scratch_is_a_size_limited_tmpfs(quick_pool, results):
     r = score.score(str(BAD / "fills_scratch.py"), roomy, k=2, workers=2, progress=False)
     folder = runner.runs_dir(quick_pool.dir, roomy, runner.Submission.load(BAD / "fills_scratch.py"))
     out = runner.read_run(runner.run_path(folder, 0))["output"]
-    assert f"STOPPED ENOSPC {runner.SCRATCH_MB} MiB" in out, out
+    assert f"STOPPED ENOSPC {supervise.SCRATCH_MB} MiB" in out, out
     assert r["k"] == 2
 
 
@@ -224,9 +224,9 @@ def test_weights_from_a_run_are_plain_dense_cpu_tensors_or_one_clear_error():
     }
     for reason, obj in cases.items():
         with pytest.raises(ValueError, match=re.escape(reason)):
-            runner.load_weights(_blob(obj), original)
+            evaluate.load_weights(_blob(obj), original)
     with pytest.raises(Exception) as err:  # a subclass does not even load under weights_only
-        runner.load_weights(_blob({**original, first: original[first].as_subclass(Sub)}), original)
+        evaluate.load_weights(_blob({**original, first: original[first].as_subclass(Sub)}), original)
     assert not isinstance(err.value, (RecursionError, MemoryError))
     # Two entries sharing one storage (a batch norm's variance saved as its mean) load, each into
     # storage of its own.
@@ -235,6 +235,6 @@ def test_weights_from_a_run_are_plain_dense_cpu_tensors_or_one_clear_error():
     shared = {**original, var: original[mean]}
     loaded = torch.load(__import__("io").BytesIO(_blob(shared)), weights_only=True)
     assert loaded[var].untyped_storage().data_ptr() == loaded[mean].untyped_storage().data_ptr()
-    weights = runner.load_weights(_blob(shared), original)
+    weights = evaluate.load_weights(_blob(shared), original)
     assert weights[var].untyped_storage().data_ptr() != weights[mean].untyped_storage().data_ptr()
     assert torch.equal(weights[var], original[mean])

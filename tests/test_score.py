@@ -33,6 +33,7 @@ def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_first_run_from_an_empty_cache_twice_gives_identical_numbers(tmp_path):
     """--public-seeds: the pool and data anyone can rebuild, so two empty caches agree bit for bit
     (under secret seeds each cache draws its own key, and so its own data set and pool)."""

@@ -16,6 +16,8 @@ from harness import data, metric, models, protocol
 from harness.data import scenarios, sources
 from test_score import harness, last_json
 
+pytestmark = pytest.mark.slow  # every source here is scored end to end
+
 QUICK = protocol.QUICK
 
 

@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness import data, models, protocol, reference_pool, stacked
+from harness import data, evaluate, models, protocol, reference_pool, stacked
+
+pytestmark = pytest.mark.slow  # every test here trains stacked models
 
 QUICK = protocol.QUICK
 CPU = torch.device("cpu")
@@ -71,7 +73,7 @@ def test_a_stacked_pool_has_the_accuracies_of_a_pool_trained_alone(cache):
         torch.set_num_threads(threads)
     assert [info["seed"] for _, info in trained] == seeds and all(info["stack"] == 8 for _, info in trained)
     assert all(QUICK.retrain_best_from_epoch <= info["best_epoch"] <= QUICK.epochs for _, info in trained)
-    got = [reference_pool.evaluate_state(public, state, splits) for state, _ in trained]
+    got = [evaluate.evaluate_state(public, state, splits) for state, _ in trained]
     for key in ("retain_acc", "test_acc", "forget_acc"):
         diff = np.array([g[key] for g in got]) - quick_pool.accuracies(key)
         assert abs(diff.mean()) <= 4.0, (key, diff)

@@ -33,7 +33,7 @@ class ZipError(ValueError):
 def extract(zip_path: Path, protocol: Protocol, k: int, dest: Path) -> list[Path]:
     """Validate the zip (see the module docstring) and extract checkpoint i to dest/<i>.pth; the
     K paths in index order. ZipError naming the first problem."""
-    from harness import models, runner
+    from harness import evaluate, models
 
     zip_path = Path(zip_path)
     try:
@@ -80,7 +80,7 @@ def extract(zip_path: Path, protocol: Protocol, k: int, dest: Path) -> list[Path
                 if len(blob) > cap:
                     raise ZipError(f"{name} is larger than its header says: the archive is corrupt")
                 try:
-                    runner.load_weights(blob, original)
+                    evaluate.load_weights(blob, original)
                 except Exception as e:  # noqa: BLE001 - every way an entry can be wrong, in one line
                     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                     raise ZipError(f"{name} cannot be scored: {first}") from None
@@ -124,7 +124,7 @@ def evaluate(files: list[Path], protocol: Protocol, pool, workers: int, progress
 
 def score_zip(zip_path: str, protocol: Protocol, k: int | None = None, workers: int | None = None,
               progress: bool = True, record: bool = True) -> dict:
-    from harness import paths, reference_pool, runner, score
+    from harness import paths, reference_pool, result as result_mod, runner, score
 
     started = time.perf_counter()
     k = score.population(protocol, k)
@@ -143,10 +143,8 @@ def score_zip(zip_path: str, protocol: Protocol, k: int | None = None, workers: 
     isolation = {"made_elsewhere": True, "refused": "checkpoints made outside the harness (score-zip)"}
     for r in runs:
         r["isolation"] = isolation
-    result = score.summarise(protocol, pool, submission, runs, None)
-    result["source"] = "submission-zip"
-    result["seconds"].update(total=time.perf_counter() - started, reference_pool=pool_seconds,
-                             runs_wall=time.perf_counter() - t_runs)
+    result = result_mod.build(protocol, pool, submission, runs, None, source="submission-zip", started=started,
+                              timings={"reference_pool": pool_seconds, "runs_wall": time.perf_counter() - t_runs})
     if record:
-        score.write(result)
+        result_mod.write(result)
     return result

@@ -117,7 +117,7 @@ def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: i
     import nbformat
     import torch
 
-    from harness import budget, paths, reference_pool, runner, score
+    from harness import budget, paths, reference_pool, result as result_mod, runner, score, supervise
     from harness.data import sources
     from harness.kaggle import checkpoints, layout, rewrite
 
@@ -154,15 +154,16 @@ def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: i
         limit_s = k * run_budget.mean_limit_s + NOTEBOOK_SETUP_S
         # Without namespaces a kernel in a session of its own would outlive a killed sandbox: as
         # a child subreaper this process gets it back, and the runner kills it.
-        runner._libc().prctl(runner._PR_SET_CHILD_SUBREAPER, 1)
+        supervise.become_subreaper()
         bar = _Progress(kaggle / "tmp", k, progress)
         try:
-            result = runner.sandboxed_process(
-                box, pool.dir, run_budget.setup_s, limit_s, sandbox, OUTPUT_NOTEBOOK_CAP,
-                {"CUDA_VISIBLE_DEVICES": ""} if not cuda else {}, module="harness.kaggle.kernel",
+            result = supervise.sandboxed_process(
+                box, run_budget.setup_s, limit_s, sandbox, OUTPUT_NOTEBOOK_CAP,
+                {"CUDA_VISIBLE_DEVICES": ""} if not cuda else {},
+                [*runner.hidden_paths(pool.dir), *sources.private_paths(protocol)], module="harness.kaggle.kernel",
                 binds=((kaggle, "/kaggle", True), (kaggle / "input", "/kaggle/input", False)),
                 workdir="/kaggle/working", fallback_workdir=kaggle / "working", on_tick=bar.tick,
-                hide=sources.private_paths(protocol), limits=runner.run_limits(protocol))
+                limits=runner.run_limits(protocol))
             bar.tick()
         finally:
             bar.close()
@@ -210,20 +211,19 @@ def run(notebook_path: str, protocol: Protocol, k: int | None = None, workers: i
         r.update(seconds=notebook_seconds / k, budget_s=run_budget.seconds,
                  over_budget=notebook_seconds / k > run_budget.seconds, isolation=isolation,
                  memory_limit_gb=protocol.memory_limit_gb if not cuda else None)
-    out = score.summarise(protocol, pool, submission, runs, run_budget)
-    out["source"] = "kaggle-notebook"
-    out["notebook_rewrites"] = [r.to_dict() for r in rewrites]
     # When each checkpoint first appeared in /kaggle/tmp, from the kernel's start: for information
     # only (the notebook writes those files; its time is the whole kernel's).
-    out["notebook"] = {"seconds": notebook_seconds, "wall_seconds": result["wall"], "time_limit_s": limit_s,
-                       "setup_allowance_s": NOTEBOOK_SETUP_S, "usage": result["usage"],
-                       "checkpoints_seen_s": [t - result["ready"] for t in bar.times],
-                       "kernel": "python3 (ipykernel, nbclient)", "threads": None if cuda else 1,
-                       "memory_limit_gb": protocol.memory_limit_gb if not cuda else None}
-    out["seconds"].update(total=time.perf_counter() - started, reference_pool=pool_seconds,
-                          runs_wall=notebook_seconds, metric=time.perf_counter() - t_eval)
+    notebook = {"seconds": notebook_seconds, "wall_seconds": result["wall"], "time_limit_s": limit_s,
+                "setup_allowance_s": NOTEBOOK_SETUP_S, "usage": result["usage"],
+                "checkpoints_seen_s": [t - result["ready"] for t in bar.times],
+                "kernel": "python3 (ipykernel, nbclient)", "threads": None if cuda else 1,
+                "memory_limit_gb": protocol.memory_limit_gb if not cuda else None}
+    out = result_mod.build(protocol, pool, submission, runs, run_budget, source="kaggle-notebook", started=started,
+                           timings={"reference_pool": pool_seconds, "runs_wall": notebook_seconds,
+                                    "evaluation": time.perf_counter() - t_eval},
+                           notebook_rewrites=[r.to_dict() for r in rewrites], notebook=notebook)
     if record:
-        score.write(out)
+        result_mod.write(out)
     return out
 
 

@@ -1,6 +1,6 @@
 """Everything a report shows, gathered from what a score stored: the result, the reference pool's
 records and weights, the data, and the runs' records (with the outputs the runner keeps, see
-reference_pool.evaluate_state). No model is trained here; the pool's outputs are recomputed from
+evaluate.evaluate_state). No model is trained here; the pool's outputs are recomputed from
 its weights only where a pool made before they were kept lacks them."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import data, paths, protocol as protocol_mod, reference_pool, runner
-from harness.reference_pool import decode_array
+from harness import data, evaluate, paths, protocol as protocol_mod, reference_pool, runner
+from harness.evaluate import decode_array
 
 
 @dataclass
@@ -43,7 +43,7 @@ def _outputs(protocol, pool, splits, j) -> dict:
     if rec["weights_sha256"] not in _POOL_OUTPUTS:
         path = pool.original_weights if j is None else pool.retrain_weights(j)
         state = reference_pool.load_state(path, rec["weights_sha256"])
-        _POOL_OUTPUTS[rec["weights_sha256"]] = reference_pool.evaluate_state(protocol, state, splits)["outputs"]
+        _POOL_OUTPUTS[rec["weights_sha256"]] = evaluate.evaluate_state(protocol, state, splits)["outputs"]
     return _POOL_OUTPUTS[rec["weights_sha256"]]
 
 
@@ -74,7 +74,7 @@ def load(result: dict) -> Bundle:
     test = {name: np.stack([decode_array(o["test_logits"]) for o in outs]) for name, outs in
             {**pool_out, "unlearned": run_out}.items()}
     tta = {name: {view: float(np.mean([o["tta_forget_acc"][view] for o in outs]))
-                  for view in reference_pool.TTA_VIEWS} for name, outs in {**pool_out, "unlearned": run_out}.items()}
+                  for view in evaluate.TTA_VIEWS} for name, outs in {**pool_out, "unlearned": run_out}.items()}
     conf = {"retrained": pool.forget_confidences(),
             "unlearned": np.array([r["forget_confidences"] for r in runs], dtype=np.float64)}
     return Bundle(result, protocol, pool, splits, runs, folder, forget, test, tta, conf)

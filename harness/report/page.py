@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import metric, models, paths, reference_pool, runner, training
+from harness import evaluate, metric, models, paths, reference_pool, runner, training
 from harness.report import figures, metrics, saliency
 from harness.report.collect import Bundle
 
@@ -173,7 +173,7 @@ def render(b: Bundle, m: dict) -> str:
               _img(figures.saliency(images_hwc[shown], _saliency_maps(b, shown), names[:N_SALIENCY]), "saliency maps")]
     acc, mia, tta = m["accuracy"], m["mia"], m["tta_forget_acc"]
     rows = [[name] + [_fmt(acc[name][key], ".1f") for key in ("retain_acc", "forget_acc", "val_acc", "test_acc")]
-            + [_fmt(tta[name][v], ".1f") for v in reference_pool.TTA_VIEWS]
+            + [_fmt(tta[name][v], ".1f") for v in evaluate.TTA_VIEWS]
             + [_fmt(mia[name]["accuracy"]), _fmt(mia[name]["auc"]), _fmt(m["zrf"][name])] for name in POPULATIONS]
     parts += ["<h2>Metrics</h2>",
               _table(["model", "retain %", "forget %", "val %", "test %", "forget % hflip", "forget % vflip",

@@ -1,0 +1,130 @@
+"""The zygote (harness.zygote): runs forked from it start with torch imported, share nothing with
+one another, and find nothing of the worker; a fork of a process that read the pool would fail
+these same checks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import BAD, FAST, REPO, SUBMISSIONS, run_processes_left
+from harness import budget, runner, score, zygote
+
+TRACES = BAD / "leaves_traces.py"
+MEMORY_ATTACK = BAD / "attacks" / "reads_zygote_memory.py"
+
+
+def _python(code: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600, **kw)
+
+
+def test_the_trace_detector_sees_a_second_call_in_one_process(tmp_path):
+    """Two calls in one process: the second finds the first's traces (so the check below can fail)."""
+    r = _python(textwrap.dedent(f"""
+        import importlib.util, os
+        spec = importlib.util.spec_from_file_location("t", {str(TRACES)!r})
+        t = importlib.util.module_from_spec(spec); spec.loader.exec_module(t)
+        t.FOLDERS = ({str(tmp_path)!r},)
+        t.unlearning(None, None, None, None)
+        try:
+            t.unlearning(None, None, None, None)
+        except RuntimeError as e:
+            print(e)
+        """))
+    assert r.returncode == 0, r.stderr
+    assert ("a previous run left a trace in builtins, torch's module state, the environment, the heap, a file in "
+            f"{tmp_path}") in r.stdout
+
+
+def test_nothing_passes_from_one_run_to_the_next(quick_pool, results):
+    """Four runs on one worker, so one zygote forks all of them: each leaves traces in module
+    state, builtins, the environment, the heap and its writable folders, and each finds none."""
+    r = score.score(str(TRACES), FAST, k=4, workers=1, progress=False)
+    assert r["isolation"]["started_by"] == ["a fork of the worker's zygote"]
+    assert r["isolation"]["sandboxed"]
+    assert run_processes_left() == []
+
+
+def test_a_run_forked_from_the_zygote_finds_nothing_of_the_pool(quick_pool, results):
+    r = score.score(str(MEMORY_ATTACK), FAST, k=2, workers=1, progress=False)
+    assert r["isolation"]["started_by"] == ["a fork of the worker's zygote"]
+
+
+# A zygote that read the pool first, as the worker has: what a fork of the worker would be.
+POOL_READING = """
+import json, sys
+from pathlib import Path
+from harness import protocol, runner, zygote
+a = json.loads({args!r})
+runner._worker_state(protocol.from_dict(a[0]), Path(a[1]), Path(a[2]), a[3])
+sys.exit(zygote.main())
+"""
+
+
+def test_the_same_attack_finds_the_pool_in_a_fork_of_a_process_that_read_it(quick_pool, tmp_path):
+    sub = runner.Submission.load(MEMORY_ATTACK)
+    b = budget.make(FAST, quick_pool, FAST.unlearn_budget_fraction, False, 1, False)
+    fn, args = runner.run_job(FAST, quick_pool, sub, 0, b, tmp_path, "auto")
+    r = _python(textwrap.dedent(f"""
+        import json, os, sys
+        from harness import runner, zygote
+        args = json.loads({json.dumps(args)!r})
+
+        class PoolReading(zygote.Zygote):
+            def command(self, fd):
+                return [sys.executable, "-c", {POOL_READING!r}.format(args=json.dumps(args)), str(fd), str(os.getpid())]
+
+        env = {{"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}}
+        from harness import protocol
+        zygote._ZYGOTE = PoolReading(protocol.from_dict(args[0]).for_run().to_dict(), env, 120)
+        assert not zygote._ZYGOTE.problem, zygote._ZYGOTE.problem
+        try:
+            runner.run_one(*args)
+        except runner.RunError as e:
+            print(str(e).splitlines()[0])
+        """))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "found the pool in the run's memory: module harness.reference_pool" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert "the worker's run state" in r.stdout
+
+
+def test_self_check_refuses_a_second_thread_and_shared_memory():
+    r = _python(textwrap.dedent("""
+        import mmap, threading, time
+        from harness import zygote
+        print(repr(zygote.self_check()))
+        shared = mmap.mmap(-1, 4096, flags=mmap.MAP_SHARED)
+        print(zygote.self_check())
+        shared.close()
+        t = threading.Thread(target=time.sleep, args=(2,)); t.start()
+        print(zygote.self_check())
+        """))
+    assert r.returncode == 0, r.stderr
+    first, second, third = r.stdout.splitlines()
+    assert first == "''"
+    assert second.startswith("the zygote has shared writable memory")
+    assert third == "the zygote has 2 threads"
+
+
+@pytest.mark.slow
+def test_a_zygote_run_gives_the_numbers_of_a_fresh_interpreter(quick_pool, tmp_path):
+    """The same runs, forked or exec'd, bit for bit: the zygote changes when a run starts, nothing else."""
+    folder = runner.runs_dir(quick_pool.dir, quick_pool.protocol, runner.Submission.load(SUBMISSIONS / "finetune.py"))
+    out = {}
+    for mode in ("on", "off"):
+        for p in folder.glob("run_*.json"):
+            p.unlink()
+        env = {**os.environ, "HARNESS_RESULTS_DIR": str(tmp_path / mode), zygote.ENV: mode}
+        r = subprocess.run([sys.executable, "-m", "harness", "score", str(SUBMISSIONS / "finetune.py"), "--profile",
+                            "quick", "--k", "2", "--json", "--quiet"], capture_output=True, text=True, cwd=REPO,
+                           env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out[mode] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["on"]["isolation"]["started_by"] == ["a fork of the worker's zygote"]
+    assert out["off"]["isolation"]["started_by"] == [f"a fresh interpreter ({zygote.ENV}=off)"]
+    assert out["on"]["run_digests"] == out["off"]["run_digests"]
+    assert out["on"]["score"] == out["off"]["score"]
