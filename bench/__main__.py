@@ -1,4 +1,4 @@
-"""`make bench`: the speed figures quoted in the README, measured in one run on one machine, so
+"""`make bench`: the speed figures quoted in docs/speed.md, measured in one run on one machine, so
 that ratios compare like with like. Writes bench/results.json and bench/scaling.png.
 
     python -m bench              everything (~15 min on 2 cores)
