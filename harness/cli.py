@@ -40,6 +40,11 @@ def _report(result: dict, as_json: bool) -> int:
 
 
 def cmd_score(args) -> int:
+    from harness import protocol, runner
+
+    # A bad path or profile fails here, in a second: harness.data and harness.score import torch.
+    runner.Submission.load(args.submission)
+    protocol.get(args.profile, getattr(args, "pool", "rank"))
     from harness import score
 
     return _report(score.score(args.submission, _protocol(args), k=args.k, workers=args.workers,

@@ -167,3 +167,11 @@ def test_two_scores_and_a_reference_build_at_once_on_one_cache(quick_pool, tmp_p
     assert stable(a) == stable(b)
     assert sum("waiting for another harness process running noop" in err for _, err in outs[:2]) == 1
     assert len(list(folder.glob("run_*.json"))) == protocol.QUICK.k
+
+
+def test_a_bad_path_or_profile_fails_before_torch_is_imported():
+    """The CLI's first checks need no torch (seconds saved on every typo, and in the fast tier)."""
+    for args in (["score", "submissions/does_not_exist.py"], ["score", "submissions/finetune.py", "--profile", "nope"]):
+        r = subprocess.run([sys.executable, "-c", "import sys; from harness import cli; code = cli.main(sys.argv[1:]); "
+                            "print('torch' in sys.modules, code)", *args], capture_output=True, text=True, cwd=REPO)
+        assert r.stdout.split() == ["False", "2"], (args, r.stdout, r.stderr[-2000:])
