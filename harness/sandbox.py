@@ -421,12 +421,7 @@ def main() -> int:
             os._exit(code)
     os.close(spec["control_fd"])
     os.close(spec["result_fd"])
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
+    _, status = os.waitpid(pid, 0)  # retried on EINTR by Python itself (PEP 475)
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 

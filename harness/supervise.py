@@ -177,7 +177,7 @@ def sandboxed_process(box: Path, setup_s: float, limit_s: float, sandbox: str, c
     zygote, started_by = None, "a fresh interpreter"
     if warm is not None and module == "harness.child":
         base = {k: v for k, v in env.items() if k not in env_extra}  # what every run of this worker shares
-        zygote, why = zygote_mod.for_worker(warm, base, setup_s)
+        zygote, why = zygote_mod.for_worker(warm, base)
         started_by = "a fork of the worker's zygote" if zygote else f"a fresh interpreter ({why})"
     group, refused = (None, "") if limits is None or sandbox == "off" else cgroups.create(limits)
     before = children(os.getpid())  # the zygote among them: it outlives the run

@@ -82,12 +82,7 @@ def _serve(sock: socket.socket) -> None:
         for fd in fds:
             os.close(fd)  # the pipes' ends belong to the launcher now: EOF comes when it is gone
         sock.sendall(f"pid {pid}\n".encode())
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
+        _, status = os.waitpid(pid, 0)  # retried on EINTR by Python itself (PEP 475)
         sock.sendall(f"exit {status}\n".encode())
 
 
@@ -147,7 +142,7 @@ class Launched:
 class Zygote:
     """The worker's zygote for one warm-up protocol; `launch()` forks a launcher."""
 
-    def __init__(self, warm: dict, env: dict, setup_s: float):
+    def __init__(self, warm: dict, env: dict):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.key = json.dumps(warm, sort_keys=True)
         self.sock, self.buf = ours, b""
@@ -159,8 +154,7 @@ class Zygote:
         self.proc.stdin.write(self.key.encode())
         self.proc.stdin.close()
         self.pid = self.proc.pid
-        deadline = time.monotonic() + max(setup_s, START_S)
-        line = self.line(deadline)
+        line = self.line(time.monotonic() + START_S)
         reply = json.loads(line) if line.startswith("{") else {"ready": False, "problem": "it did not start"}
         self.problem = "" if reply.get("ready") else reply.get("problem") or "it did not start"
         if self.problem:
@@ -219,7 +213,7 @@ class Zygote:
 _ZYGOTE: Zygote | None = None
 
 
-def for_worker(warm: dict, env: dict, setup_s: float) -> tuple[Zygote | None, str]:
+def for_worker(warm: dict, env: dict) -> tuple[Zygote | None, str]:
     """This worker's zygote for `warm` (started, or restarted for another recipe or after a crash),
     or (None, why not) when runs must start as fresh interpreters."""
     global _ZYGOTE
@@ -230,7 +224,7 @@ def for_worker(warm: dict, env: dict, setup_s: float) -> tuple[Zygote | None, st
         _ZYGOTE.close()
         _ZYGOTE = None
     if _ZYGOTE is None:
-        z = Zygote(warm, env, setup_s)
+        z = Zygote(warm, env)
         if z.problem:
             return None, z.problem
         _ZYGOTE = z

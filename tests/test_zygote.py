@@ -80,7 +80,7 @@ def test_the_same_attack_finds_the_pool_in_a_fork_of_a_process_that_read_it(quic
 
         env = {{"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}}
         from harness import protocol
-        zygote._ZYGOTE = PoolReading(protocol.from_dict(args[0]).for_run().to_dict(), env, 120)
+        zygote._ZYGOTE = PoolReading(protocol.from_dict(args[0]).for_run().to_dict(), env)
         assert not zygote._ZYGOTE.problem, zygote._ZYGOTE.problem
         try:
             runner.run_one(*args)
