@@ -74,7 +74,10 @@ def _local_run(jobs: list, workers: int) -> Iterator:
         # everything they started (a run's sandbox dies with its worker). loky fails the pending
         # futures itself; cancelling them here first made its manager thread raise
         # InvalidStateError and die, and the process then hung at exit joining its workers.
-        _shutdown_quietly(executor)
+        # A caller that takes the last result and closes the generator (`next(run(...))`) left
+        # nothing running: its workers, and what they loaded, stay for the next call.
+        if not all(f.done() for f in pending):
+            _shutdown_quietly(executor)
         raise
 
 
