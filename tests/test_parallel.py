@@ -37,3 +37,31 @@ def test_a_failure_with_jobs_still_queued_stops_them_without_a_traceback(tmp_pat
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines() == ["raised deliberate"] * 10
     assert "Traceback" not in out.stderr and "Exception in thread" not in out.stderr, out.stderr[-3000:]
+
+
+def _pid(_):
+    import os
+    return os.getpid()
+
+
+def _fails(_):
+    raise ValueError("deliberate")
+
+
+@pytest.mark.slow
+def test_workers_stay_for_the_next_call_unless_work_was_left_running():
+    """`next(run([job]))` (harness check) takes the only result and drops the generator: nothing
+    is left running, so the worker and what it loaded stay (a new one costs seconds here). A
+    failure with jobs still running kills them."""
+    from harness import parallel
+
+    first = next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job"))
+    assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) == first
+    with pytest.raises(ValueError):
+        list(parallel.run([(_fails, (0,)), *[(time_sleep, (2,))] * 3], 1, False, "jobs", "job"))
+    assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) != first
+
+
+def time_sleep(s):
+    import time
+    time.sleep(s)
