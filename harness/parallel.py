@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Callable, Iterable, Iterator
 
-from concurrent.futures import as_completed
+from concurrent.futures import FIRST_COMPLETED, wait
 
 from joblib.externals.loky import get_reusable_executor
 from tqdm import tqdm
@@ -64,19 +64,26 @@ def _local_run(jobs: list, workers: int) -> Iterator:
     # Always worker processes, even for one job (joblib's Parallel would run n_jobs=1 in this
     # process): the harness process stays free of the training state, of CUDA, and of the runs the
     # workers start. loky starts its workers by exec, never by forking this process.
-    executor = get_reusable_executor(max_workers=max(1, min(workers, len(jobs))), reuse=True, env=ONE_THREAD)
-    pending = [executor.submit(fn, *args) for fn, args in jobs]
+    workers = max(1, min(workers, len(jobs)))
+    executor = get_reusable_executor(max_workers=workers, reuse=True, env=ONE_THREAD)
+    todo, running = iter(jobs), set()
     try:
-        for future in as_completed(pending):
-            yield future.result()
+        while True:
+            # At most `workers` jobs in flight: a failure has nothing queued behind it to stop.
+            while len(running) < workers and (job := next(todo, None)) is not None:
+                running.add(executor.submit(job[0], *job[1]))
+            if not running:
+                return
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
     except BaseException:
-        # After a failure or an interrupt: nothing more starts, and the workers are killed with
-        # everything they started (a run's sandbox dies with its worker). loky fails the pending
-        # futures itself; cancelling them here first made its manager thread raise
-        # InvalidStateError and die, and the process then hung at exit joining its workers.
-        # A caller that takes the last result and closes the generator (`next(run(...))`) left
-        # nothing running: its workers, and what they loaded, stay for the next call.
-        if not all(f.done() for f in pending):
+        # After a failure or an interrupt, jobs still running are stopped: the workers are killed
+        # with everything they started (a run's sandbox dies with its worker). Where nothing is
+        # running (the failed job was the last in flight, or a caller took its one result and
+        # closed the generator), the workers and what they loaded stay for the next call: a new
+        # worker costs seconds.
+        if running:
             _shutdown_quietly(executor)
         raise
 

@@ -48,20 +48,24 @@ def _fails(_):
     raise ValueError("deliberate")
 
 
+def _sleep(s):
+    import time
+    time.sleep(s)
+
+
 @pytest.mark.slow
 def test_workers_stay_for_the_next_call_unless_work_was_left_running():
-    """`next(run([job]))` (harness check) takes the only result and drops the generator: nothing
-    is left running, so the worker and what it loaded stay (a new one costs seconds here). A
-    failure with jobs still running kills them."""
+    """`next(run([job]))` (harness check) takes the only result and drops the generator, and a
+    failure in the only job in flight (one worker) has nothing queued behind it: nothing is left
+    running, so the worker and what it loaded stay (a new one costs seconds here). A failure while
+    another job runs kills the workers."""
     from harness import parallel
 
     first = next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job"))
     assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) == first
     with pytest.raises(ValueError):
-        list(parallel.run([(_fails, (0,)), *[(time_sleep, (2,))] * 3], 1, False, "jobs", "job"))
+        list(parallel.run([(_fails, (0,)), *[(_sleep, (2,))] * 3], 1, False, "jobs", "job"))
+    assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) == first
+    with pytest.raises(ValueError):
+        list(parallel.run([(_sleep, (3,)), (_fails, (0,))], 2, False, "jobs", "job"))
     assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) != first
-
-
-def time_sleep(s):
-    import time
-    time.sleep(s)
