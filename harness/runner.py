@@ -271,7 +271,7 @@ def hidden_paths(pool_dir: Path) -> list[str]:
 
 
 def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submission: str, i: int, seed: int,
-            budget_dict: dict, out_dir: str, sandbox: str = "auto") -> dict:
+            budget_dict: dict, out_dir: str, sandbox: str, hidden: list[str]) -> dict:
     """One unlearning run, in a worker process: start the sandbox, time it, check and evaluate its
     weights, write the run record. Raises RunError on any failure (nothing is written then)."""
     import torch
@@ -295,7 +295,7 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
                                                      "memory_limit_gb": memory}))
         for sub in ("root", "scratch"):
             (box / sub).mkdir()
-        result = _sandboxed(protocol, box, Path(pool_dir), budget, sandbox,
+        result = _sandboxed(protocol, box, hidden, budget, sandbox,
                             cap=4 * len(state["inputs"]["original.pt"]) + (1 << 20))
     finally:
         shutil.rmtree(box, ignore_errors=True)
@@ -389,19 +389,17 @@ def evaluate_checkpoint(protocol_dict: dict, pool_dir: str, data_root: str, k: i
             "memory_limit_gb": None, "nearest_retrained": near, **metrics}
 
 
-def _sandboxed(protocol: Protocol, box: Path, pool_dir: Path, budget, sandbox: str, cap: int) -> dict:
+def _sandboxed(protocol: Protocol, box: Path, hidden: list[str], budget, sandbox: str, cap: int) -> dict:
     """Start the sandbox on box/inputs, police it to the end, and return what it produced and
     when, all measured here."""
     from harness import training
-    from harness.data import sources
 
     # What the run is told: the recipe without seeds or paths, and its budget.
     told = {ACTIVE_ENV: json.dumps(protocol.for_run().to_dict()),
             BUDGET_ENV: json.dumps({"seconds": budget.seconds, "limit_s": budget.limit_s,
                                    "mean_limit_s": budget.mean_limit_s})}
     cuda = training.resolve_device(protocol).type == "cuda"  # CUDA cannot be used across a fork: fresh interpreters
-    return supervise.sandboxed_process(box, budget.setup_s, budget.kill_s, sandbox, cap, told,
-                                       [*hidden_paths(pool_dir), *sources.private_paths(protocol)],
+    return supervise.sandboxed_process(box, budget.setup_s, budget.kill_s, sandbox, cap, told, hidden,
                                        limits=run_limits(protocol), warm=None if cuda else protocol.for_run().to_dict())
 
 
@@ -417,11 +415,16 @@ def run_limits(protocol: Protocol):
 
 def run_job(protocol: Protocol, pool, submission: Submission, i: int, budget, out_dir: Path,
             sandbox: str = "auto") -> tuple:
-    """Run i (seed unlearn_seed0 + i) as a job for `parallel.run`: plain, picklable arguments."""
+    """Run i (seed unlearn_seed0 + i) as a job for `parallel.run`: plain, picklable arguments. The
+    folders a run must not see are named here, by the process that chose them: a worker outlives
+    its caller's settings (HARNESS_RESULTS_DIR may differ for the next caller of the same worker)."""
     from dataclasses import asdict
 
+    from harness.data import sources
+
+    hidden = [*hidden_paths(pool.dir), *sources.private_paths(protocol)]
     return (run_one, (protocol.to_dict(), str(pool.dir), str(pool.data_root), pool.k, str(submission.path), i,
-                      protocol.unlearn_seed0 + i, asdict(budget), str(out_dir), sandbox))
+                      protocol.unlearn_seed0 + i, asdict(budget), str(out_dir), sandbox, hidden))
 
 
 def run_all(protocol: Protocol, pool, submission: Submission, k: int, budget, workers: int,

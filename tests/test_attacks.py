@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import BAD, FAST, SUBMISSIONS, processes_with, run_processes_left
-from harness import paths, reference_pool, result, runner, score
+from harness import paths, protocol, reference_pool, result, runner, score
 
 ATTACKS = BAD / "attacks"
 # Searching the file system takes an attack seconds: a budget that lets it finish its search.
@@ -215,7 +215,6 @@ def test_unknown_sandbox_mode_is_one_clear_error(quick_pool, results, monkeypatc
 def test_a_score_far_above_the_null_ceiling_is_flagged(quick_pool):
     """Should copies of the pool ever slip past the sandbox and the copy check, the score itself
     says so: the unlearned population would be the retrained one, F ~ 1."""
-    from harness import protocol
 
     from harness import budget
 
@@ -264,6 +263,8 @@ def test_where_the_platform_refuses_namespaces(quick_pool, tmp_path):
     score, one clear error."""
     env = {"HARNESS_RESULTS_DIR": str(tmp_path / "results")}
     args = ["score", str(SUBMISSIONS / "noop.py"), "--profile", "quick", "--k", "2", "--quiet", "--json"]
+    for stored in runner.runs_dir(quick_pool.dir, protocol.QUICK, runner.Submission.load(args[1])).glob("run_*.json"):
+        stored.unlink()  # sandboxed runs of an earlier test would be reused, and rightly say so
     auto = _refusing_platform(*args, env=env)
     assert auto.returncode == 0, auto.stderr[-3000:]
     r = json.loads(auto.stdout.strip().splitlines()[-1])

@@ -36,22 +36,23 @@ def last_json(stdout: str) -> dict:
 @pytest.mark.slow
 def test_first_run_from_an_empty_cache_twice_gives_identical_numbers(tmp_path):
     """--public-seeds: the pool and data anyone can rebuild, so two empty caches agree bit for bit
-    (under secret seeds each cache draws its own key, and so its own data set and pool)."""
+    (under secret seeds each cache draws its own key, and so its own data set and pool). K = 2:
+    the whole path from an empty cache, on a third of the profile's models."""
     results = []
     for name in ("a", "b"):
         env = {"HARNESS_CACHE_DIR": str(tmp_path / f"cache-{name}"), "HARNESS_RESULTS_DIR": str(tmp_path / f"res-{name}")}
         started = time.perf_counter()
-        out = harness("score", "submissions/finetune.py", "--profile", "quick", "--public-seeds", "--json", "--quiet",
-                      env=env)
+        out = harness("score", "submissions/finetune.py", "--profile", "quick", "--public-seeds", "--k", "2", "--json",
+                      "--quiet", env=env)
         assert out.returncode == 0, out.stderr[-3000:]
         assert time.perf_counter() - started < 120
         results.append(last_json(out.stdout))
     a, b = results
     for key in REQUIRED:
         assert key in a, key
-    assert a["profile"] == "quick+public" and a["k"] == protocol.QUICK.k and len(a["epsilons"]) == a["n_forget"]
+    assert a["profile"] == "quick+public" and a["k"] == 2 and len(a["epsilons"]) == a["n_forget"]
     assert a["secrets"] == {"public_seeds": True, "pool_commitment": None, "data_commitment": None}
-    assert a["seeds"]["retrain"] == [protocol.QUICK.retrain_seed0 + j for j in range(protocol.QUICK.k)]
+    assert a["seeds"]["retrain"] == [protocol.QUICK.retrain_seed0 + j for j in range(2)]
     assert a["score_ci95"][0] <= a["score"] <= a["score_ci95"][1]
     assert a["device"]["reference"]["device"] == a["device"]["runs"]["device"] == "cpu"
     assert a["device"]["precision"] == "fp32" and a["execution"]["backend"] == "local"
@@ -64,6 +65,8 @@ def test_kill_9_in_the_middle_then_resume_gives_the_uninterrupted_numbers(quick_
     env = {"HARNESS_RESULTS_DIR": str(tmp_path / "results")}
     sub = BAD / "slow_finetune.py"  # a second a run: a custom budget of 10 retrains
     folder = runner.runs_dir(quick_pool.dir, protocol.QUICK, runner.Submission.load(sub), budget_fraction=10.0)
+    for stored in folder.glob("run_*.json"):
+        stored.unlink()  # a kept test cache (HARNESS_TEST_CACHE) holds an earlier session's runs
     args = [sys.executable, "-m", "harness", "score", str(sub), "--profile", "quick", "--json", "--quiet",
             "--budget-fraction", "10"]
     proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, **env}, start_new_session=True,
