@@ -8,6 +8,7 @@ that ratios compare like with like. Writes bench/results.json and bench/scaling.
     python -m bench runner [P]   only the runner overhead, on profile P's cached pool (default: default)
     python -m bench scaling      only the scaling figures
     python -m bench stack        only stacked against single-model training
+    python -m bench kernels      only the pool's kernel paths: eager, NCHW, fused Adam, torch.compile
     python -m bench gpu          only the competition slice (a GPU when there is one; else a CPU check)
     python -m bench copycheck [P] the copy check's margins on every run stored on P's pool (after score-all)
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 from harness import paths
 
 OUT = Path(__file__).resolve().parent
-PARTS = ("speed", "metric", "first", "scaling", "stack", "gpu")
+PARTS = ("speed", "metric", "first", "scaling", "stack", "kernels", "gpu")
 
 
 def machine() -> dict:
@@ -73,6 +74,10 @@ def main(argv: list[str]) -> int:
         from bench import stack_bench
 
         out["stack"] = stack_bench.main()
+    if which in ("all", "kernels"):
+        from bench import kernels
+
+        out["kernels"] = kernels.main()
     if which in ("all", "gpu"):
         from bench import gpu
 

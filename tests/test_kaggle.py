@@ -4,11 +4,9 @@ to the last digit; an entrant-style notebook runs unchanged; score-zip validates
 broken inputs get one clear line and leave nothing behind."""
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import types
 import zipfile
 from pathlib import Path
 
@@ -17,10 +15,10 @@ import pytest
 import torch
 from nbformat import v4
 
-from harness import cli, leaderboard, protocol, reference_pool, runner, score
+from harness import leaderboard, protocol, reference_pool, runner, score
 from harness.kaggle import checkpoints, export, run as kaggle_run
 
-from conftest import processes_with
+from conftest import processes_with, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRANT = Path(__file__).resolve().parent / "kaggle" / "entrant.ipynb"
@@ -43,13 +41,9 @@ def mini_pool(cache):
     return reference_pool.ensure(MINI, 2, progress=False)  # the most any test here asks for: 3 ResNet-18s
 
 
-def _cli(*args: str) -> types.SimpleNamespace:
-    """The command line in this process (`python -m harness` is main() and an exit): a new
-    interpreter would cost its torch import, and could not see the registered profile."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([*args, "--profile", MINI.name] if args[0] in ("kaggle", "score-zip") else list(args))
-    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+def _cli(*args: str):
+    """A Kaggle command on the registered small profile, in this process (conftest.run_cli)."""
+    return run_cli(*args, "--profile", MINI.name)
 
 
 def _state_bytes(state: dict) -> bytes:

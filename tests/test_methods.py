@@ -10,7 +10,8 @@ import pytest
 
 from conftest import BAD, SUBMISSIONS
 from harness import cli, protocol, reference_pool, score_all
-from test_score import harness, last_json
+from conftest import run_cli
+from test_score import last_json
 
 METHODS = score_all.methods(SUBMISSIONS)
 
@@ -41,7 +42,7 @@ def test_score_all_scores_every_method_on_quick_then_resumes_without_rescoring(q
     """Every method is ranked, or fails because a run, or the mean of its runs, went past the
     competition's budget (and the line says by how much); the oracle's row is unranked, under its
     own budget. A second score-all reuses every stored result."""
-    out = harness("score-all", "--profile", "quick", "--k", "2", "--quiet", timeout=1800)
+    out = run_cli("score-all", "--profile", "quick", "--k", "2", "--quiet", timeout=1800)
     table = [line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("| rank")]
     failed = {line.split(": ")[1]: line for line in out.stderr.splitlines() if line.startswith("error: ")}
     assert out.returncode == (2 if failed else 0), out.stderr[-3000:]
@@ -62,7 +63,7 @@ def test_score_all_scores_every_method_on_quick_then_resumes_without_rescoring(q
         assert r["budget"]["competition"] == (r["submission_name"] != "retrain")
         assert r["budget"]["oracle"] == (r["submission_name"] == "retrain")
 
-    again = harness("score-all", "--profile", "quick", "--k", "2", "--quiet")
+    again = run_cli("score-all", "--profile", "quick", "--k", "2", "--quiet")
     assert again.stdout.count("stored result") == len(table)
     rescored = [line for line in again.stdout.splitlines() if ": scoring" in line]
     assert len(rescored) == len(failed)                                  # only the failed ones ran again
@@ -76,7 +77,7 @@ def test_score_all_reports_a_failing_method_and_keeps_the_others(quick_pool, res
     shutil.copy(SUBMISSIONS / "template.py", folder / "template.py")   # the contract, never scored
     for bad in ("raises.py", "forges_status.py", "huge_weights.py"):  # a failing method, and two that attack the scorer
         shutil.copy(BAD / bad, folder / bad)
-    out = harness("score-all", "--submissions", str(folder), "--profile", "quick", "--k", "2", "--quiet")
+    out = run_cli("score-all", "--submissions", str(folder), "--profile", "quick", "--k", "2", "--quiet")
     assert out.returncode == 2
     assert "error: raises.py: run " in out.stderr and "ZeroDivisionError" in out.stderr, out.stderr
     assert "error: forges_status.py: run " in out.stderr and "error: huge_weights.py: run " in out.stderr, out.stderr
@@ -84,14 +85,14 @@ def test_score_all_reports_a_failing_method_and_keeps_the_others(quick_pool, res
     assert "| 1 | noop |" in out.stdout and "template" not in out.stdout
     assert [json.loads(f.read_text())["submission_name"] for f in results.glob("*.json")] == ["noop"]
 
-    empty = harness("score-all", "--submissions", str(tmp_path), "--profile", "quick", "--k", "2")
+    empty = run_cli("score-all", "--submissions", str(tmp_path), "--profile", "quick", "--k", "2")
     assert empty.returncode == 2 and "no method files" in empty.stderr.strip().splitlines()[-1]
 
 
 def test_dev_pool_has_the_same_original_and_disjoint_seeds(quick_pool, results):
     dev = protocol.get("quick", "dev")
     assert protocol.get("quick-dev") == dev and dev.name == "quick-dev"
-    out = harness("score", str(SUBMISSIONS / "finetune.py"), "--profile", "quick", "--pool", "dev", "--k", "2",
+    out = run_cli("score", str(SUBMISSIONS / "finetune.py"), "--profile", "quick", "--pool", "dev", "--k", "2",
                   "--quiet", "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     r = last_json(out.stdout)
@@ -109,7 +110,7 @@ def test_dev_pool_has_the_same_original_and_disjoint_seeds(quick_pool, results):
     # The same original model: the dev pool unlearns exactly what the ranking pool does.
     assert dev_pool.original["weights_sha256"] == quick_pool.original["weights_sha256"]
 
-    board = harness("leaderboard", "--profile", "quick", "--pool", "dev")
+    board = run_cli("leaderboard", "--profile", "quick", "--pool", "dev")
     assert board.returncode == 0 and "finetune" in board.stdout, board.stderr
-    ranking = harness("leaderboard", "--profile", "quick")
+    ranking = run_cli("leaderboard", "--profile", "quick")
     assert ranking.stdout.startswith("No results for profile 'quick'")  # dev results never rank

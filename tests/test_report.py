@@ -10,7 +10,7 @@ import pytest
 
 from conftest import SUBMISSIONS
 from harness import protocol, score
-from test_score import harness
+from conftest import run_cli
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Appended to a copy of the page: after load, count the images that decoded to a real size.
@@ -40,7 +40,7 @@ def scored(quick_pool, tmp_path_factory):
 def report(scored, tmp_path_factory):
     r, results = scored
     out = tmp_path_factory.mktemp("report")
-    run = harness("report", str(results / f"{r['id']}.json"), "--out", str(out), env={"HARNESS_RESULTS_DIR": str(results)})
+    run = run_cli("report", str(results / f"{r['id']}.json"), "--out", str(out), env={"HARNESS_RESULTS_DIR": str(results)})
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 
@@ -87,11 +87,11 @@ def test_the_metrics_tell_the_populations_apart(scored, report):
 def test_a_submission_path_reports_its_stored_score_and_the_leaderboard_has_metric_columns(scored, tmp_path):
     r, results = scored
     env = {"HARNESS_RESULTS_DIR": str(results)}
-    run = harness("report", "submissions/finetune.py", "--profile", "quick", "--k", "4", "--out", str(tmp_path / "r"),
+    run = run_cli("report", "submissions/finetune.py", "--profile", "quick", "--k", "4", "--out", str(tmp_path / "r"),
                   env=env)
     assert run.returncode == 0 and "scoring it first" not in run.stderr, run.stderr[-2000:]
     assert r["id"] in (tmp_path / "r" / "index.html").read_text()
-    run = harness("leaderboard", "--profile", "quick", "--html", env=env)
+    run = run_cli("leaderboard", "--profile", "quick", "--html", env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     page = (results / "leaderboard-quick.html").read_text()
     assert "submissions/finetune.py" in page and "activation distance" in page and "without their runs" not in page
@@ -103,7 +103,7 @@ def test_a_result_whose_runs_are_gone_is_one_clear_line(scored, tmp_path):
     r, results = scored
     stale = {**r, "submission_sha256": "0" * 64, "id": "stale"}
     (tmp_path / "stale.json").write_text(json.dumps(stale))
-    run = harness("report", str(tmp_path / "stale.json"), env={"HARNESS_RESULTS_DIR": str(results)})
+    run = run_cli("report", str(tmp_path / "stale.json"), env={"HARNESS_RESULTS_DIR": str(results)})
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and "the runs of stale are not in" in lines[0]
     assert "score it again with `python -m harness score submissions/finetune.py --profile quick --k 4`" in lines[0]
@@ -112,7 +112,7 @@ def test_a_result_whose_runs_are_gone_is_one_clear_line(scored, tmp_path):
 def test_a_result_scored_from_checkpoints_is_one_clear_line(scored, tmp_path):
     r, results = scored
     (tmp_path / "zip.json").write_text(json.dumps({**r, "source": "submission-zip", "id": "from-zip"}))
-    run = harness("report", str(tmp_path / "zip.json"), env={"HARNESS_RESULTS_DIR": str(results)})
+    run = run_cli("report", str(tmp_path / "zip.json"), env={"HARNESS_RESULTS_DIR": str(results)})
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1
     assert "result from-zip was scored from checkpoints (submission-zip): a report needs the runs' outputs" in lines[0]

@@ -14,6 +14,7 @@ import torch
 import realdata
 from harness import data, metric, models, protocol
 from harness.data import scenarios, sources
+from conftest import run_cli
 from test_score import harness, last_json
 
 pytestmark = pytest.mark.slow  # every source here is scored end to end
@@ -38,7 +39,7 @@ def score(tmp_path, *args, k=2, cache=None):
     """finetune scored on a source; with a custom budget of 5 retrains, since these pools (tiny
     real-format fixtures) train in a fraction of a second and these tests are about the data."""
     env = {"HARNESS_CACHE_DIR": str(cache or tmp_path / "cache"), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
-    out = harness("score", "submissions/finetune.py", "--k", str(k), "--json", "--quiet", "--budget-fraction", "5",
+    out = run_cli("score", "submissions/finetune.py", "--k", str(k), "--json", "--quiet", "--budget-fraction", "5",
                   *args, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return last_json(out.stdout)
@@ -145,7 +146,7 @@ def test_quick_scores_under_every_scenario(tmp_path, scenario):
 
 
 def test_digits_has_no_identities(tmp_path):
-    out = harness("score", "submissions/finetune.py", "--profile", "digits", "--scenario", "identity",
+    out = run_cli("score", "submissions/finetune.py", "--profile", "digits", "--scenario", "identity",
                   env={"HARNESS_CACHE_DIR": str(tmp_path / "cache")})
     assert out.returncode == 2 and not (tmp_path / "cache").exists()
     assert out.stderr.strip().splitlines() == [
@@ -217,7 +218,7 @@ def test_converters_write_manifests_from_file_names(tmp_path):
         sub.mkdir()
         for name in files:
             Image.new("RGB", (20, 20), (9, 9, 9)).save(sub / name, format="JPEG")
-        out = harness("data", "manifest", kind, str(sub), "--out", str(tmp_path / f"{kind}.csv"))
+        out = run_cli("data", "manifest", kind, str(sub), "--out", str(tmp_path / f"{kind}.csv"))
         assert out.returncode == 0, out.stderr
         rows = (tmp_path / f"{kind}.csv").read_text().splitlines()
         if kind == "utkface":
@@ -233,7 +234,7 @@ def test_converters_write_manifests_from_file_names(tmp_path):
 def test_fetch_without_credentials_says_what_to_do(tmp_path):
     env = {"HOME": str(tmp_path), "KAGGLE_API_TOKEN": "", "KAGGLE_USERNAME": "", "KAGGLE_KEY": "",
            "KAGGLE_CONFIG_DIR": str(tmp_path / "none")}
-    out = harness("data", "fetch", "kaggle", "--out", str(tmp_path / "kg"), env=env)
+    out = run_cli("data", "fetch", "kaggle", "--out", str(tmp_path / "kg"), env=env)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and "no Kaggle credentials" in lines[0]
     assert "--data FOLDER" in lines[0] and not (tmp_path / "kg").exists()
@@ -267,7 +268,8 @@ def test_a_profile_caps_a_source_at_whole_people():
 
 def test_a_run_cannot_read_the_data_source(fixtures, tmp_path, shared_cache):
     """The source holds the test split's labels; runs may not see them (PROTOCOL §6). The pools are
-    those the scores above trained (the same sources, scenarios and K)."""
+    those the scores above trained (the same sources, scenarios and K). Through `python -m harness`,
+    as a user starts it: the attack looks for `--data PATH` on the command lines it can see."""
     attack = "tests/submissions/attacks/reads_data_source.py"
     env = {"HARNESS_CACHE_DIR": str(shared_cache), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
     manifest = ["--profile", "quick", "--data", str(fixtures["manifest"]), "--scenario", "identity:5"]
