@@ -103,11 +103,11 @@ def run_processes_left() -> list[int]:
         time.sleep(0.05)
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float | None = None):
+def run_cli(*args: str, env: dict | None = None):
     """The command line run in this process, as `python -m harness` runs it (main() and its exit
     code), with env set for the call: the same code path without a new interpreter's torch import
     and new workers each time (seconds a call on 2 cores). Returns what subprocess.run would:
-    returncode, stdout, stderr. `timeout` is accepted for symmetry and not enforced."""
+    returncode, stdout, stderr."""
     import contextlib
     import io
     import types

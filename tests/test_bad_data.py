@@ -3,8 +3,6 @@ files break. Every one must end in one line naming the file (and row) and the fi
 and nothing written to the cache."""
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import pickle
 import shutil
@@ -12,7 +10,7 @@ import shutil
 import pytest
 
 import realdata
-from harness import cli
+from conftest import run_cli
 from test_score import harness
 
 
@@ -31,19 +29,9 @@ def fails(tmp_path, source: str, *extra: str, command: str = "show") -> str:
     cache = tmp_path / "cache"
     args = ("data", "show") if command == "show" else ("score", "submissions/finetune.py", "--k", "2")
     argv = [*args, "--profile", "quick", "--data", source, *extra]
-    if command == "show":
-        mp = pytest.MonkeyPatch()
-        mp.setenv("HARNESS_CACHE_DIR", str(cache))
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                code = cli.main(argv)
-        finally:
-            mp.undo()
-        stderr = err.getvalue()
-    else:
-        out = harness(*argv, env={"HARNESS_CACHE_DIR": str(cache)})
-        code, stderr = out.returncode, out.stderr
+    run = run_cli if command == "show" else harness
+    out = run(*argv, env={"HARNESS_CACHE_DIR": str(cache)})
+    code, stderr = out.returncode, out.stderr
     lines = stderr.strip().splitlines()
     assert code == 2, stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr

@@ -42,7 +42,7 @@ def test_score_all_scores_every_method_on_quick_then_resumes_without_rescoring(q
     """Every method is ranked, or fails because a run, or the mean of its runs, went past the
     competition's budget (and the line says by how much); the oracle's row is unranked, under its
     own budget. A second score-all reuses every stored result."""
-    out = run_cli("score-all", "--profile", "quick", "--k", "2", "--quiet", timeout=1800)
+    out = run_cli("score-all", "--profile", "quick", "--k", "2", "--quiet")
     table = [line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("| rank")]
     failed = {line.split(": ")[1]: line for line in out.stderr.splitlines() if line.startswith("error: ")}
     assert out.returncode == (2 if failed else 0), out.stderr[-3000:]
