@@ -30,6 +30,10 @@ BACKENDS = ("local", "ray")
 BACKEND_ENV = "HARNESS_BACKEND"
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 RAY_MISSING = "HARNESS_BACKEND=ray needs the ray extra: pip install -e '.[ray]'"
+# A worker with its loaded data and its zygote costs seconds to replace: idle ones wait this long for
+# the next call (loky's default is 10 s) instead of leaving with what they loaded.
+IDLE_S = 600
+_size = 0  # the workers this process's executor has: it grows, never shrinks (see _local_run)
 
 
 def backend() -> str:
@@ -64,8 +68,12 @@ def _local_run(jobs: list, workers: int) -> Iterator:
     # Always worker processes, even for one job (joblib's Parallel would run n_jobs=1 in this
     # process): the harness process stays free of the training state, of CUDA, and of the runs the
     # workers start. loky starts its workers by exec, never by forking this process.
+    global _size
     workers = max(1, min(workers, len(jobs)))
-    executor = get_reusable_executor(max_workers=workers, reuse=True, env=ONE_THREAD)
+    # The executor keeps the most workers any call asked for: loky shrinks by killing workers, and
+    # the loop below keeps at most `workers` jobs in flight anyway.
+    _size = max(_size, workers)
+    executor = get_reusable_executor(max_workers=_size, reuse=True, env=ONE_THREAD, timeout=IDLE_S)
     todo, running = iter(jobs), set()
     try:
         while True:
@@ -85,6 +93,7 @@ def _local_run(jobs: list, workers: int) -> Iterator:
         # worker costs seconds.
         if running:
             _shutdown_quietly(executor)
+            _size = 0
         raise
 
 

@@ -77,15 +77,16 @@ def file_sha256(path: Path) -> str:
 @contextlib.contextmanager
 def locked(lock_file: Path, doing: str):
     """Hold an exclusive lock on `lock_file` (a dot-file beside what it guards, so that folder
-    listings ignore it) for the duration; when another process holds it, say so once and wait.
-    The kernel drops the lock when its holder dies, even by kill -9."""
+    listings ignore it) for the duration; when another process holds it, say so once (unless
+    `doing` is empty) and wait. The kernel drops the lock when its holder dies, even by kill -9."""
     from filelock import FileLock, Timeout
 
     lock = FileLock(lock_file)
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        print(f"waiting for another harness process {doing}", file=sys.stderr, flush=True)
+        if doing:
+            print(f"waiting for another harness process {doing}", file=sys.stderr, flush=True)
         lock.acquire()
     try:
         yield

@@ -233,7 +233,8 @@ def _pool_views(pool, structure) -> dict:
                             .encode()).hexdigest()[:16]
     path = pool.dir / f".copy-views-{digest}.npz"
     n = len(structure)
-    with paths.locked(pool.dir / ".copy-views.lock", "preparing the copy check"):
+    # Quietly: the waiter is most often the same score's other worker, for a moment.
+    with paths.locked(pool.dir / ".copy-views.lock", ""):
         try:
             with np.load(path, allow_pickle=False) as z:
                 return {"weights": [z[f"w{i}"] for i in range(n)], "spectra": [z[f"s{i}"] for i in range(n)]}

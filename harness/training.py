@@ -92,6 +92,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 _WARM: set = set()
+# What warm_up reads of a protocol: two protocols equal in these are warmed up alike (harness.zygote
+# keeps one zygote for all of them).
+WARM_FIELDS = ("arch", "width", "n_classes", "image_size", "loader_batch_size")
 
 
 def warm_up(protocol: Protocol) -> None:

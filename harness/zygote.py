@@ -139,19 +139,27 @@ class Launched:
             self.returncode = -signal.SIGKILL
 
 
+def _key(warm: dict) -> str:
+    """Which zygote serves a run of the protocol `warm`: one per shape of the warm-up, not per
+    protocol, so that another budget, K or name reuses it (a new zygote costs seconds)."""
+    from harness import training
+
+    return json.dumps({name: warm.get(name) for name in training.WARM_FIELDS}, sort_keys=True)
+
+
 class Zygote:
     """The worker's zygote for one warm-up protocol; `launch()` forks a launcher."""
 
     def __init__(self, warm: dict, env: dict):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.key = json.dumps(warm, sort_keys=True)
+        self.key = _key(warm)
         self.sock, self.buf = ours, b""
         # One OpenMP thread from the start: with more, torch's import leaves a thread running, and a
         # CPU run has one thread anyway (harness.child). The run's own environment replaces this one.
         self.proc = subprocess.Popen(self.command(theirs.fileno()), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
                                      env={**env, "OMP_NUM_THREADS": "1"}, cwd="/")
         theirs.close()
-        self.proc.stdin.write(self.key.encode())
+        self.proc.stdin.write(json.dumps(warm).encode())
         self.proc.stdin.close()
         self.pid = self.proc.pid
         line = self.line(time.monotonic() + START_S)
@@ -214,12 +222,12 @@ _ZYGOTE: Zygote | None = None
 
 
 def for_worker(warm: dict, env: dict) -> tuple[Zygote | None, str]:
-    """This worker's zygote for `warm` (started, or restarted for another recipe or after a crash),
+    """This worker's zygote for `warm` (started, or restarted for another model shape or after a crash),
     or (None, why not) when runs must start as fresh interpreters."""
     global _ZYGOTE
     if os.environ.get(ENV) == "off":
         return None, f"{ENV}=off"
-    key = json.dumps(warm, sort_keys=True)
+    key = _key(warm)
     if _ZYGOTE is not None and (_ZYGOTE.key != key or not _ZYGOTE.alive()):
         _ZYGOTE.close()
         _ZYGOTE = None

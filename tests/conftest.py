@@ -28,7 +28,7 @@ TEST_KEY = hashlib.sha256(b"unlearning-harness test cache").digest()
 # The slow tier: a test that trains a pool or scores through the sandbox. Every fixture that builds
 # or needs a pool makes a test slow on its own; the rest are marked where they are written.
 # `pytest -m "not slow"` (make test-fast) is the edit loop's tier.
-POOL_FIXTURES = {"quick_pool", "mini_pool", "shared_cache", "scored", "report", "built", "copy"}
+POOL_FIXTURES = {"quick_pool", "own_cache", "mini_pool", "shared_cache", "scored", "report", "built", "copy"}
 
 
 def pytest_collection_modifyitems(items):
@@ -54,6 +54,22 @@ def cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def quick_pool(cache):
     return reference_pool.ensure(protocol.QUICK, progress=False)
+
+
+@pytest.fixture
+def own_cache(quick_pool, tmp_path, monkeypatch):
+    """A private copy of the session's quick data set and pool, without their stored runs, made this
+    test's cache (HARNESS_CACHE_DIR): for a test that damages files or must start from no stored
+    runs (a kept HARNESS_TEST_CACHE holds an earlier session's), and whose changes no other test
+    may see. Returns the copy's pool."""
+    import shutil
+
+    built = quick_pool.dir.parent
+    for name in (quick_pool.data_root.name, quick_pool.dir.name):
+        shutil.copytree(built / name, tmp_path / "cache" / name, ignore=shutil.ignore_patterns("runs", "*.lock"))
+    shutil.copy2(built / keys.KEY_FILE, tmp_path / "cache" / keys.KEY_FILE)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    return reference_pool.load(protocol.QUICK, protocol.QUICK.k, tmp_path / "cache")
 
 
 @pytest.fixture

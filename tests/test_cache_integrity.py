@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,9 @@ def built(quick_pool) -> Path:
 
 
 @pytest.fixture
-def copy(built, tmp_path) -> Path:
-    """A private copy of the data set and pool, for a test to damage."""
-    for name in (f"data-{P.data_hash()}", reference_pool.pool_dir(P, built).name):
-        shutil.copytree(built / name, tmp_path / "cache" / name, ignore=shutil.ignore_patterns("runs"))
-    shutil.copy2(built / keys.KEY_FILE, tmp_path / "cache" / keys.KEY_FILE)
-    return tmp_path / "cache"
+def copy(own_cache) -> Path:
+    """A private copy of the data set and pool (conftest), for a test to damage."""
+    return own_cache.dir.parent
 
 
 def _flip_byte(path: Path, at: int) -> None:

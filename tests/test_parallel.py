@@ -53,19 +53,30 @@ def _sleep(s):
     time.sleep(s)
 
 
+def _workers() -> set[int]:
+    import os
+
+    from harness.supervise import children
+
+    return set(children(os.getpid()))
+
+
 @pytest.mark.slow
 def test_workers_stay_for_the_next_call_unless_work_was_left_running():
     """`next(run([job]))` (harness check) takes the only result and drops the generator, and a
     failure in the only job in flight (one worker) has nothing queued behind it: nothing is left
-    running, so the worker and what it loaded stay (a new one costs seconds here). A failure while
-    another job runs kills the workers."""
+    running, so the workers and what they loaded stay (a new one costs seconds here). A call for
+    fewer workers keeps them all (loky would kill the extra ones). A failure while another job runs
+    kills the workers."""
     from harness import parallel
 
-    first = next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job"))
-    assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) == first
+    list(parallel.run([(_sleep, (0.5,)), (_pid, (0,))], 2, False, "jobs", "job"))  # two workers
+    workers = _workers()  # and loky's resource tracker
+    assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) in workers
     with pytest.raises(ValueError):
         list(parallel.run([(_fails, (0,)), *[(_sleep, (2,))] * 3], 1, False, "jobs", "job"))
-    assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) == first
+    assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) in workers
+    assert set(parallel.run([(_pid, (0,))] * 4, 2, False, "jobs", "job")) <= workers == _workers()
     with pytest.raises(ValueError):
         list(parallel.run([(_sleep, (3,)), (_fails, (0,))], 2, False, "jobs", "job"))
-    assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) != first
+    assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) not in workers

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import BAD, REPO, SUBMISSIONS
+from conftest import BAD, REPO, SUBMISSIONS, run_cli
 from harness import protocol, runner
 
 REQUIRED = ("protocol_version", "profile", "k", "submission", "submission_sha256", "forget_quality", "score",
@@ -61,14 +61,13 @@ def test_first_run_from_an_empty_cache_twice_gives_identical_numbers(tmp_path):
     assert stable(written) == stable(a)
 
 
-def test_kill_9_in_the_middle_then_resume_gives_the_uninterrupted_numbers(quick_pool, tmp_path):
+def test_kill_9_in_the_middle_then_resume_gives_the_uninterrupted_numbers(own_cache, tmp_path):
     env = {"HARNESS_RESULTS_DIR": str(tmp_path / "results")}
     sub = BAD / "slow_finetune.py"  # a second a run: a custom budget of 10 retrains
-    folder = runner.runs_dir(quick_pool.dir, protocol.QUICK, runner.Submission.load(sub), budget_fraction=10.0)
-    for stored in folder.glob("run_*.json"):
-        stored.unlink()  # a kept test cache (HARNESS_TEST_CACHE) holds an earlier session's runs
-    args = [sys.executable, "-m", "harness", "score", str(sub), "--profile", "quick", "--json", "--quiet",
-            "--budget-fraction", "10"]
+    folder = runner.runs_dir(own_cache.dir, protocol.QUICK, runner.Submission.load(sub), budget_fraction=10.0)
+    k = 4  # two runs at a time: the kill lands after the first two, with two still to come
+    args = [sys.executable, "-m", "harness", "score", str(sub), "--profile", "quick", "--k", str(k), "--json",
+            "--quiet", "--budget-fraction", "10"]
     proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, **env}, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -77,7 +76,7 @@ def test_kill_9_in_the_middle_then_resume_gives_the_uninterrupted_numbers(quick_
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = sorted(folder.glob("run_*.json"))
-    assert 2 <= len(done_before) < protocol.QUICK.k, "the kill did not land in the middle of the score"
+    assert 2 <= len(done_before) < k, "the kill did not land in the middle of the score"
     assert not list((tmp_path / "results").glob("*.json"))
     kept = {p.name: p.read_bytes() for p in done_before}
 
@@ -143,21 +142,19 @@ def test_a_failing_run_stops_the_score_within_seconds_while_the_other_worker_is_
 
 
 def test_check_accepts_the_shipped_submissions_and_rejects_a_bad_one(quick_pool):
-    ok = harness("check", str(SUBMISSIONS / "finetune.py"), "--quiet")
+    ok = run_cli("check", str(SUBMISSIONS / "finetune.py"), "--quiet")
     assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr[-2000:]
     assert "architecture unchanged" in ok.stdout
-    bad = harness("check", str(BAD / "nan_weights.py"), "--quiet")
+    bad = run_cli("check", str(BAD / "nan_weights.py"), "--quiet")
     assert bad.returncode == 2 and "weights are not finite" in bad.stderr.splitlines()[0]
 
 
-def test_two_scores_and_a_reference_build_at_once_on_one_cache(quick_pool, tmp_path):
+def test_two_scores_and_a_reference_build_at_once_on_one_cache(own_cache, tmp_path):
     """Two scores of the same submission and a build that grows the pool, all at once on one
     cache: every one succeeds, the scores agree, and each run was made once."""
     env = {**os.environ, "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
     sub = SUBMISSIONS / "noop.py"
-    folder = runner.runs_dir(quick_pool.dir, protocol.QUICK, runner.Submission.load(sub))
-    for p in folder.glob("run_*.json"):
-        p.unlink()
+    folder = runner.runs_dir(own_cache.dir, protocol.QUICK, runner.Submission.load(sub))
     cmds = [[sys.executable, "-m", "harness", "score", str(sub), "--profile", "quick", "--json", "--quiet"]] * 2
     cmds.append([sys.executable, "-m", "harness", "reference", "--profile", "quick", "--k", str(protocol.QUICK.k + 1),
                  "--quiet"])

@@ -49,6 +49,27 @@ def test_nothing_passes_from_one_run_to_the_next(quick_pool, results):
     assert run_processes_left() == []
 
 
+def _zygotes() -> set[int]:
+    from conftest import is_zygote
+    from harness.supervise import children
+
+    return {z for worker in children(os.getpid()) for z in children(worker) if is_zygote(z)}
+
+
+def test_protocols_of_one_model_shape_share_the_workers_zygote(own_cache, results):
+    """Another budget or K is the same warm-up: the zygote stays (a new one costs seconds). Another
+    image size is another warm-up."""
+    score.score(str(SUBMISSIONS / "noop.py"), FAST, k=2, workers=2, progress=False)
+    before = _zygotes()
+    assert before
+    score.score(str(SUBMISSIONS / "noop.py"), FAST.replace(unlearn_budget_min_s=4.0, k=3), k=3, workers=2,
+                progress=False)
+    assert _zygotes() == before
+    warm = FAST.for_run().to_dict()
+    assert zygote._key(warm) == zygote._key({**warm, "name": "other", "k": 9, "unlearn_budget_min_s": 1.0})
+    assert zygote._key(warm) != zygote._key({**warm, "image_size": warm["image_size"] * 2})
+
+
 def test_a_run_forked_from_the_zygote_finds_nothing_of_the_pool(quick_pool, results):
     r = score.score(str(MEMORY_ATTACK), FAST, k=2, workers=1, progress=False)
     assert r["isolation"]["started_by"] == ["a fork of the worker's zygote"]
@@ -111,9 +132,9 @@ def test_self_check_refuses_a_second_thread_and_shared_memory():
 
 
 @pytest.mark.slow
-def test_a_zygote_run_gives_the_numbers_of_a_fresh_interpreter(quick_pool, tmp_path):
+def test_a_zygote_run_gives_the_numbers_of_a_fresh_interpreter(own_cache, tmp_path):
     """The same runs, forked or exec'd, bit for bit: the zygote changes when a run starts, nothing else."""
-    folder = runner.runs_dir(quick_pool.dir, quick_pool.protocol, runner.Submission.load(SUBMISSIONS / "finetune.py"))
+    folder = runner.runs_dir(own_cache.dir, own_cache.protocol, runner.Submission.load(SUBMISSIONS / "finetune.py"))
     out = {}
     for mode in ("on", "off"):
         for p in folder.glob("run_*.json"):
