@@ -87,7 +87,7 @@ def test_kill_9_in_the_middle_then_resume_gives_the_uninterrupted_numbers(own_ca
 
     for p in folder.glob("run_*.json"):
         p.unlink()
-    fresh = harness(*args[3:], env=env)
+    fresh = run_cli(*args[3:], env=env)  # the uninterrupted score, in this process: no third interpreter
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert stable(last_json(resumed.stdout)) == stable(last_json(fresh.stdout))
 
