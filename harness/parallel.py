@@ -33,6 +33,9 @@ RAY_MISSING = "HARNESS_BACKEND=ray needs the ray extra: pip install -e '.[ray]'"
 # A worker with its loaded data and its zygote costs seconds to replace: idle ones wait this long for
 # the next call (loky's default is 10 s) instead of leaving with what they loaded.
 IDLE_S = 600
+# After a failure, jobs still in flight get this long to finish before their workers are killed: a
+# run ends within its own kill limit, usually sooner than a new worker and zygote start (~4-9 s).
+DRAIN_S = 3.0
 _size = 0  # the workers this process's executor has: it grows, never shrinks (see _local_run)
 
 
@@ -85,12 +88,13 @@ def _local_run(jobs: list, workers: int) -> Iterator:
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
-    except BaseException:
-        # After a failure or an interrupt, jobs still running are stopped: the workers are killed
-        # with everything they started (a run's sandbox dies with its worker). Where nothing is
-        # running (the failed job was the last in flight, or a caller took its one result and
-        # closed the generator), the workers and what they loaded stay for the next call: a new
-        # worker costs seconds.
+    except BaseException as error:
+        # After a failure, jobs still running get DRAIN_S to finish (their results are dropped;
+        # a run they finished is stored and reused): the workers and what they loaded stay for the
+        # next call, since a new worker costs seconds. Past that, or after an interrupt, they are
+        # killed with everything they started (a run's sandbox dies with its worker).
+        if running and not isinstance(error, KeyboardInterrupt):
+            _, running = wait(running, timeout=DRAIN_S)
         if running:
             _shutdown_quietly(executor)
             _size = 0

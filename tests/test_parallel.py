@@ -67,7 +67,8 @@ def test_workers_stay_for_the_next_call_unless_work_was_left_running():
     failure in the only job in flight (one worker) has nothing queued behind it: nothing is left
     running, so the workers and what they loaded stay (a new one costs seconds here). A call for
     fewer workers keeps them all (loky would kill the extra ones). A failure while another job runs
-    kills the workers."""
+    waits DRAIN_S for it: one that ends by then leaves the workers, one that does not is killed
+    with them."""
     from harness import parallel
 
     list(parallel.run([(_sleep, (0.5,)), (_pid, (0,))], 2, False, "jobs", "job"))  # two workers
@@ -78,5 +79,8 @@ def test_workers_stay_for_the_next_call_unless_work_was_left_running():
     assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) in workers
     assert set(parallel.run([(_pid, (0,))] * 4, 2, False, "jobs", "job")) <= workers == _workers()
     with pytest.raises(ValueError):
-        list(parallel.run([(_sleep, (3,)), (_fails, (0,))], 2, False, "jobs", "job"))
+        list(parallel.run([(_sleep, (0.5,)), (_fails, (0,))], 2, False, "jobs", "job"))
+    assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) in workers
+    with pytest.raises(ValueError):
+        list(parallel.run([(_sleep, (parallel.DRAIN_S + 60,)), (_fails, (0,))], 2, False, "jobs", "job"))
     assert next(parallel.run([(_pid, (0,))], 1, False, "jobs", "job")) not in workers
