@@ -167,27 +167,52 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
-    from harness import paths, score, score_all
-    from harness.report import collect, page
+def _result_of(target: Path, args) -> dict:
+    """A result JSON (a stored one, or what `score --json` printed, saved), or a submission .py's
+    latest stored score on --profile at --k (scored first if there is none)."""
+    from harness import score, score_all
 
-    target = Path(args.target)
     if target.suffix == ".json":
         try:
-            result = json.loads(target.read_text())
+            text = target.read_text()
         except FileNotFoundError:
             raise FileNotFoundError(f"result {target} does not exist: pass a result JSON from results/ or a "
                                     "submission .py") from None
-    else:
-        protocol = _protocol(args)
-        k = score.population(protocol, args.k)
-        result = score_all.stored(protocol, target, k, score_all.stored_results())
-        if result is None:
-            print(f"no stored score of {target} on profile {protocol.name} at K={k}: scoring it first", file=sys.stderr)
-            result = score.score(str(target), protocol, k=k, workers=args.workers, progress=not args.quiet)
+        try:
+            return json.loads(text)
+        except ValueError:  # `score --json > file` without --quiet: the object is the last line
+            lines = text.strip().splitlines()
+            try:
+                return json.loads(lines[-1] if lines else "")
+            except ValueError:
+                raise ValueError(f"{target} holds no result JSON: pass a file from results/ or what "
+                                 "`harness score --json` printed") from None
+    protocol = _protocol(args)
+    k = score.population(protocol, args.k)
+    result = score_all.stored(protocol, target, k, score_all.stored_results())
+    if result is None:
+        print(f"no stored score of {target} on profile {protocol.name} at K={k}: scoring it first", file=sys.stderr)
+        result = score.score(str(target), protocol, k=k, workers=args.workers, progress=not args.quiet)
+    return result
+
+
+def cmd_report(args) -> int:
+    from harness import paths
+    from harness.report import collect, page
+
+    result = _result_of(Path(args.target), args)
     out = Path(args.out) if args.out else paths.results_dir() / "reports" / result["id"]
     html = page.write(collect.load(result), out)
     print(f"report: {html}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from harness import compare
+
+    a, b = _result_of(Path(args.a), args), _result_of(Path(args.b), args)
+    c = compare.compare(a, b, n_boot=args.n_boot)
+    print(json.dumps(c) if args.json else compare.text(c))
     return 0
 
 
@@ -361,6 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="folder for index.html and metrics.json (default results/reports/<id>)")
     common(rp)
     rp.set_defaults(func=cmd_report)
+
+    cp = sub.add_parser("compare", help="two scores' difference, its 95%% interval and p-value (paired bootstrap)")
+    cp.add_argument("a", help="a result JSON (stored, or saved from `score --json`), or a submission .py (its "
+                              "latest stored score; scored first if none)")
+    cp.add_argument("b", help="the same for the method to compare with: one profile and K, so the runs pair up")
+    cp.add_argument("--k", type=int, default=None, help="with submissions: the K of the scores")
+    cp.add_argument("--n-boot", type=int, default=500, help="bootstrap draws (default 500; each scores both methods)")
+    cp.add_argument("--json", action="store_true", help="print one JSON object: difference (A - B), ci95, p_value")
+    common(cp)
+    cp.set_defaults(func=cmd_compare)
 
     ld = sub.add_parser("ladder", help="score noop, finetune and the retrain oracle; check their order")
     ld.add_argument("--k", type=int, default=None)

@@ -42,6 +42,7 @@ N_LEFT_ENDS = int(math.ceil(2 * INTERVAL_BUFFER * GRID_POINTS_PER_UNIT))  # 400 
 NULL_SPLITS = 5              # null_forget_quality: random half/half splits averaged
 NULL_SEED = 0
 N_BOOT = 100                 # score_interval: bootstrap replicates (about 5 s at K=512, N=500)
+PAIRED_N_BOOT = 500          # paired_difference: draws, each scoring both methods (p-values to 1/501)
 BOOT_LEVEL = 0.95
 
 # --- Implementation limits (not protocol numbers) -----------------------------------------
@@ -783,14 +784,18 @@ class _Resampler:
         med = at_rank(k // 2) if k % 2 else (at_rank(k // 2 - 1) + at_rank(k // 2)) / 2
         return np.stack([sorted_vals[rows, lo], sorted_vals[rows, hi]], axis=1), med
 
-    def sample(self, idx_r: np.ndarray, idx_u: np.ndarray, ex: np.ndarray):
-        """Inputs of ``_epsilons_core`` for examples ``ex`` and the models drawn in idx_r
-        ``[K_r]`` and idx_u ``[K_u]``: (ext_r, ext_u, med_r, med_u, merged)."""
-        w = np.concatenate([np.bincount(idx_r, minlength=self.k_r), np.bincount(idx_u, minlength=self.k_u)])
-        ext_r, med_r = self._stats(self.rs[ex], w[self.order_r[ex]])
-        ext_u, med_u = self._stats(self.us[ex], w[self.k_r + self.order_u[ex]])
+    def sample(self, draws: list) -> tuple:
+        """Inputs of ``_epsilons_core`` for several draws at once, each ``(idx_r [K_r], idx_u
+        [K_u], ex)``: the models drawn and the examples. Row j of the output is one example of
+        one draw, counted with that draw's models: (ext_r, ext_u, med_r, med_u, merged)."""
+        ex = np.concatenate([e for _, _, e in draws])                                   # [R]
+        w = np.repeat(np.stack([np.concatenate([np.bincount(i_r, minlength=self.k_r),
+                                                np.bincount(i_u, minlength=self.k_u)]) for i_r, i_u, _ in draws]),
+                      [len(e) for _, _, e in draws], axis=0)                            # [R, K_r + K_u]
+        ext_r, med_r = self._stats(self.rs[ex], np.take_along_axis(w[:, :self.k_r], self.order_r[ex], axis=1))
+        ext_u, med_u = self._stats(self.us[ex], np.take_along_axis(w[:, self.k_r:], self.order_u[ex], axis=1))
         mid = self.mid[ex]
-        wm = w[mid]
+        wm = np.take_along_axis(w, mid, axis=1)
         w_r = np.where(mid < self.k_r, wm, 0)
         self.merged.set_weights(w_r, wm - w_r, key_row=ex)
         return ext_r, ext_u, med_r, med_u, self.merged
@@ -841,21 +846,8 @@ def score_interval(retrain_conf, unlearned_conf, retain_acc_u, retain_acc_r, tes
     rar = _check_model_acc("retain_acc_r", retain_acc_r, k_r, True)
     tau = _check_model_acc("test_acc_u", test_acc_u, k_u, False)
     tar = _check_model_acc("test_acc_r", test_acc_r, k_r, True)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer (got {n_boot!r})")
-    if not 0 < float(level) < 1:
-        raise ValueError(f"level must be in (0, 1) (got {level})")
-    rng = np.random.default_rng(seed)
-    res = _Resampler(r, u)
-    need = _bucket_need(k_u)
-    scores = np.empty(int(n_boot))
-    for b in range(int(n_boot)):
-        idx_r = rng.integers(0, k_r, k_r)
-        idx_u = rng.integers(0, k_u, k_u)
-        ex, mult = np.unique(rng.integers(0, n, n), return_counts=True)
-        eps = _epsilons_core(*res.sample(idx_r, idx_u, ex)[:4], k_r, k_u, res.merged, DELTA, need)
-        f = float(np.sum(points(eps, k_u) * mult)) / n
-        scores[b] = final_score(f, rau[idx_u].mean(), rar[idx_r].mean(), tau[idx_u].mean(), tar[idx_r].mean())
+    _check_boot(n_boot, level)
+    scores = _replicates(r, [(u, rau, tau)], rar, tar, int(n_boot), seed)[:, 0]
     tail = (1 - float(level)) / 2 * 100
     low, high = np.percentile(scores, [tail, 100 - tail])
     if recentre:
@@ -863,3 +855,82 @@ def score_interval(retrain_conf, unlearned_conf, retain_acc_u, retain_acc_r, tes
         shift = point - float(scores.mean())
         low, high = low + shift, high + shift
     return float(low), float(high)
+
+
+def _check_boot(n_boot, level) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer (got {n_boot!r})")
+    if not 0 < float(level) < 1:
+        raise ValueError(f"level must be in (0, 1) (got {level})")
+
+
+def _replicates(r: np.ndarray, pops: list, rar: np.ndarray, tar: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Replicate final scores ``[n_boot, P]`` of P unlearned populations ``(conf [K_u, N],
+    retain_acc [K_u], test_acc [K_u])`` of one K_u, against retrained models r ``[K_r, N]``. Each
+    replicate draws K_r retrained models, K_u run indices and N examples (in that order) and
+    scores every population on the same draws: run i of each population is drawn together."""
+    k_r, n = r.shape
+    k_u = pops[0][0].shape[0]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        idx_r = rng.integers(0, k_r, k_r)
+        idx_u = rng.integers(0, k_u, k_u)
+        ex, mult = np.unique(rng.integers(0, n, n), return_counts=True)
+        draws.append((idx_r, idx_u, ex, mult))
+    resamplers = [_Resampler(r, u) for u, _, _ in pops]
+    need = _bucket_need(k_u)
+    scores = np.empty((n_boot, len(pops)))
+    step = max(1, _EX_CHUNK // n)  # draws per batch: their examples are rows of one ε search
+    for b0 in range(0, n_boot, step):
+        batch = draws[b0:b0 + step]
+        ends = np.cumsum([len(d[2]) for d in batch])                                  # the draws' rows end here
+        mult = np.concatenate([d[3] for d in batch])                                  # [R]
+        ir = np.stack([d[0] for d in batch])                                          # [B, K_r]
+        iu = np.stack([d[1] for d in batch])                                          # [B, K_u]
+        for p, (res, (_, rau, tau)) in enumerate(zip(resamplers, pops)):
+            eps = _epsilons_core(*res.sample([d[:3] for d in batch])[:4], k_r, k_u, res.merged, DELTA, need)
+            weighted = points(eps, k_u) * mult                                          # [R]
+            for j, part in enumerate(np.split(weighted, ends[:-1])):
+                scores[b0 + j, p] = final_score(float(np.sum(part)) / n, rau[iu[j]].mean(), rar[ir[j]].mean(),
+                                                tau[iu[j]].mean(), tar[ir[j]].mean())
+    return scores
+
+
+def paired_difference(retrain_conf, a: tuple, b: tuple, retain_acc_r, test_acc_r, n_boot: int = PAIRED_N_BOOT,
+                      seed: int = 0, level: float = BOOT_LEVEL) -> dict:
+    """Score of method A minus score of method B, both scored against the same retrained models
+    ``[K_r, N]`` on the same forget examples, with runs paired by seed: ``a`` and ``b`` are each
+    ``(unlearned_conf [K_u, N], retain_acc [K_u], test_acc [K_u])``, run i of A and run i of B
+    made with the same seed (so of one K_u).
+
+    A paired bootstrap: every replicate draws the retrained models, the run indices and the
+    forget examples once and scores both methods on that draw (``_replicates``), so what the two
+    share (a hard forget example, an unlucky retrained model, a seed) cancels in the difference
+    instead of widening it. Returns ``difference`` (the point estimate, A - B), ``ci95`` (the
+    percentile interval of the replicate differences at ``level``, moved by point - mean, as in
+    ``score_interval``), ``p_value`` (two-sided, of "no difference": the share of replicate
+    differences, centred on their mean, at least as far from 0 as the point estimate, counted
+    as (1 + hits) / (1 + n_boot) so that it is never 0) and the scores of A and B."""
+    r = _check_confs(retrain_conf, retrain_conf)[0]
+    k_r = r.shape[0]
+    rar = _check_model_acc("retain_acc_r", retain_acc_r, k_r, True)
+    tar = _check_model_acc("test_acc_r", test_acc_r, k_r, True)
+    pops = []
+    for name, (conf, retain_acc, test_acc) in (("a", a), ("b", b)):
+        u = _check_confs(r, conf)[1]
+        pops.append((u, _check_model_acc(f"{name} retain_acc", retain_acc, u.shape[0], False),
+                     _check_model_acc(f"{name} test_acc", test_acc, u.shape[0], False)))
+    if pops[0][0].shape != pops[1][0].shape:
+        raise ValueError(f"a and b must hold the same runs to be paired: shapes {pops[0][0].shape} and "
+                         f"{pops[1][0].shape}")
+    _check_boot(n_boot, level)
+    point = [final_score(forget_quality(r, u), rau.mean(), rar.mean(), tau.mean(), tar.mean()) for u, rau, tau in pops]
+    diff = point[0] - point[1]
+    reps = _replicates(r, pops, rar, tar, int(n_boot), seed)                  # [n_boot, 2]
+    d = reps[:, 0] - reps[:, 1]                                              # [n_boot]
+    tail = (1 - float(level)) / 2 * 100
+    low, high = np.percentile(d, [tail, 100 - tail]) + (diff - float(d.mean()))
+    hits = int(np.sum(np.abs(d - d.mean()) >= abs(diff)))
+    return {"difference": diff, "ci95": [float(low), float(high)], "p_value": (1 + hits) / (1 + int(n_boot)),
+            "score_a": point[0], "score_b": point[1], "n_boot": int(n_boot), "level": float(level)}

@@ -139,6 +139,17 @@ def weights_path(folder: Path, i: int) -> Path:
     return folder / f"run_{i:04d}.pt"
 
 
+def result_runs(result: dict, protocol: Protocol, pool_dir: Path) -> tuple[Path, list[dict | None]]:
+    """Where a stored result's K runs are kept, and their records (None for one that is not)."""
+    budget = result.get("budget") or {}
+    fraction = None if budget.get("protocol_budget", True) else budget.get("fraction")
+    refused = (result.get("isolation") or {}).get("refused") or []
+    sandbox = "off" if f"{SANDBOX_ENV}=off" in refused else "auto"
+    sub = Submission(Path(result["submission"]), result["submission_sha256"])
+    folder = runs_dir(pool_dir, protocol, sub, fraction, sandbox)
+    return folder, [read_run(run_path(folder, i)) for i in range(result["k"])]
+
+
 def read_run(path: Path) -> dict | None:
     try:
         rec = paths.read_json(path)

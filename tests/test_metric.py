@@ -609,24 +609,29 @@ def test_score_interval_width_and_recentring():
 
 def test_bootstrap_resamples_and_bucket_search():
     """A replicate's populations equal the drawn models sorted, and the bucket-only search gives
-    the points of the exact ε."""
+    the points of the exact ε; three draws sampled at once (one ε search over all their rows, each
+    row counted with its own draw's models) give each draw's own numbers."""
     rng = np.random.default_rng(2)
     for k_r, k_u, n in ((24, 24, 30), (17, 26, 20)):
         r = rng.normal(0, 1, (k_r, n))
         u = rng.normal(0.2, 1.3, (k_u, n))
         res = metric._Resampler(r, u)
-        for _ in range(3):
-            idx_r, idx_u = rng.integers(0, k_r, k_r), rng.integers(0, k_u, k_u)
-            ex = np.unique(rng.integers(0, n, n))
-            ext_r, ext_u, med_r, med_u, merged = res.sample(idx_r, idx_u, ex)
+        draws = [(rng.integers(0, k_r, k_r), rng.integers(0, k_u, k_u), np.unique(rng.integers(0, n, n)))
+                 for _ in range(3)]
+        ext_r, ext_u, med_r, med_u, merged = res.sample(draws)
+        together = metric._epsilons_core(ext_r, ext_u, med_r, med_u, k_r, k_u, merged, metric.DELTA)
+        rows = np.cumsum([0] + [len(ex) for _, _, ex in draws])
+        for j, (idx_r, idx_u, ex) in enumerate(draws):
+            part = slice(rows[j], rows[j + 1])
             rr, uu = r[idx_r][:, ex], u[idx_u][:, ex]
-            np.testing.assert_array_equal(ext_r, np.stack([rr.min(0), rr.max(0)], axis=1))
-            np.testing.assert_array_equal(ext_u, np.stack([uu.min(0), uu.max(0)], axis=1))
-            np.testing.assert_array_equal(med_r, np.median(rr, axis=0))
-            np.testing.assert_array_equal(med_u, np.median(uu, axis=0))
+            np.testing.assert_array_equal(ext_r[part], np.stack([rr.min(0), rr.max(0)], axis=1))
+            np.testing.assert_array_equal(ext_u[part], np.stack([uu.min(0), uu.max(0)], axis=1))
+            np.testing.assert_array_equal(med_r[part], np.median(rr, axis=0))
+            np.testing.assert_array_equal(med_u[part], np.median(uu, axis=0))
             exact = metric.epsilons(rr, uu)
-            same = metric._epsilons_core(ext_r, ext_u, med_r, med_u, k_r, k_u, merged, metric.DELTA)
+            np.testing.assert_array_equal(together[part], exact)
+            one = res.sample([(idx_r, idx_u, ex)])
+            same = metric._epsilons_core(*one[:4], k_r, k_u, one[4], metric.DELTA)
             np.testing.assert_array_equal(same, exact)
-            bucket = metric._epsilons_core(ext_r, ext_u, med_r, med_u, k_r, k_u, merged, metric.DELTA,
-                                           metric._bucket_need(k_u))
+            bucket = metric._epsilons_core(*one[:4], k_r, k_u, one[4], metric.DELTA, metric._bucket_need(k_u))
             np.testing.assert_array_equal(metric.points(bucket, k_u), metric.points(exact, k_u))

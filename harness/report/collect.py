@@ -27,11 +27,6 @@ class Bundle:
     conf: dict                   # "retrained" [K, N], "unlearned" [K, N]
 
 
-def _sandbox_of(result: dict) -> str:
-    refused = (result.get("isolation") or {}).get("refused") or []
-    return "off" if f"{runner.SANDBOX_ENV}=off" in refused else "auto"
-
-
 _POOL_OUTPUTS: dict = {}  # (weights sha256) -> outputs: a leaderboard page reports many results on one pool
 
 
@@ -57,11 +52,7 @@ def load(result: dict) -> Bundle:
     data_root = data.ensure_data(protocol, cache)
     pool = reference_pool.load(protocol, k, cache)
     splits = data.load_splits(data_root)
-    budget = result.get("budget") or {}
-    fraction = None if budget.get("protocol_budget", True) else budget.get("fraction")
-    sub = runner.Submission(Path(result["submission"]), result["submission_sha256"])
-    folder = runner.runs_dir(pool.dir, protocol, sub, fraction, _sandbox_of(result))
-    runs = [runner.read_run(runner.run_path(folder, i)) for i in range(k)]
+    folder, runs = runner.result_runs(result, protocol, pool.dir)
     if any(r is None or "outputs" not in r for r in runs):
         raise FileNotFoundError(f"the runs of {result['id']} are not in {folder} (or were made by an older runner "
                                 f"that kept no outputs): score it again with `python -m harness score "

@@ -1,0 +1,84 @@
+"""Two scored methods side by side (`harness compare A B`): the difference of their scores, its 95%
+interval and a p-value, from a paired bootstrap (metric.paired_difference).
+
+Two scores of one profile and K are paired: the same retrained models, the same forget examples,
+and run i of each made with the same seed. What they share cancels in the difference, so a paired
+interval is far narrower than two separate ones that overlap. The runs come from the cache, where
+`harness score` keeps them; each is checked against the digest its result published, so the
+comparison is of exactly the runs that were scored."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from harness import metric, paths, protocol as protocol_mod, reference_pool, runner
+
+LEVEL = 0.05  # the level a verdict is worded at
+
+
+def populations(result: dict) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray]:
+    """(retrained confidences [K, N], the runs' (confidences [K, N], retain_acc [K], test_acc [K]),
+    the retrained retain_acc [K], test_acc [K]) of a stored score, read from the cache."""
+    name = result.get("id", "?")
+    if result.get("source", "runner") != "runner":
+        raise ValueError(f"result {name} was scored from checkpoints ({result['source']}): a comparison needs the "
+                         "runs that `harness score` keeps; score the submission with it")
+    protocol = protocol_mod.from_dict(result["protocol"])
+    k = result["k"]
+    pool = reference_pool.load(protocol, k, paths.cache_dir())
+    folder, runs = runner.result_runs(result, protocol, pool.dir)
+    conf = []
+    for i, (rec, digest) in enumerate(zip(runs, result["run_digests"])):
+        row = None if rec is None else np.asarray(rec["forget_confidences"], dtype=np.float64)
+        if row is None or hashlib.sha256(row.tobytes()).hexdigest()[:16] != digest:
+            raise FileNotFoundError(f"run {i} of {name} is not in {folder} as it was scored: score it again with "
+                                    f"`python -m harness score {result['submission']} --profile {result['profile']} "
+                                    f"--k {k}`, then compare")
+        conf.append(row)
+    acc = {key: np.array([r[key] for r in runs], dtype=np.float64) for key in ("retain_acc", "test_acc")}
+    return (pool.forget_confidences(), (np.stack(conf), acc["retain_acc"], acc["test_acc"]),
+            pool.accuracies("retain_acc"), pool.accuracies("test_acc"))
+
+
+def _check_paired(a: dict, b: dict) -> None:
+    fix = (f"score both on one profile and K, e.g. `python -m harness score {b.get('submission')} "
+           f"--profile {a.get('profile')} --k {a.get('k')}`")
+    if a.get("reference_hash") != b.get("reference_hash") or a.get("profile") != b.get("profile"):
+        raise ValueError(f"{a.get('id')} and {b.get('id')} were scored on different pools (profiles "
+                         f"{a.get('profile')} and {b.get('profile')}): {fix}")
+    if a.get("k") != b.get("k") or (a.get("seeds") or {}).get("unlearn") != (b.get("seeds") or {}).get("unlearn"):
+        raise ValueError(f"{a.get('id')} and {b.get('id')} hold different runs (K={a.get('k')} and K={b.get('k')}, "
+                         f"or other seeds): {fix}")
+
+
+def compare(a: dict, b: dict, n_boot: int = metric.PAIRED_N_BOOT, seed: int = 0) -> dict:
+    """The paired comparison of two stored results of one profile and K (see the module)."""
+    _check_paired(a, b)
+    r, pop_a, retain_r, test_r = populations(a)
+    pop_b = populations(b)[1]
+    out = metric.paired_difference(r, pop_a, pop_b, retain_r, test_r, n_boot=n_boot, seed=seed)
+    return {"a": {"id": a["id"], "submission": a["submission"], "score": out["score_a"]},
+            "b": {"id": b["id"], "submission": b["submission"], "score": out["score_b"]},
+            "profile": a["profile"], "k": a["k"], "n_forget": a["n_forget"],
+            "difference": out["difference"], "ci95": out["ci95"], "p_value": out["p_value"],
+            "n_boot": out["n_boot"], "seed": seed}
+
+
+def verdict(c: dict) -> str:
+    """The comparison in one line of words, at the 5% level."""
+    if c["p_value"] >= LEVEL:
+        return f"the data cannot tell them apart at the {LEVEL:.0%} level (a tie)"
+    better = "A" if c["difference"] > 0 else "B"
+    return f"{better} scores higher (p < {LEVEL:g})"
+
+
+def text(c: dict) -> str:
+    low, high = c["ci95"]
+    return "\n".join([
+        f"A: {c['a']['submission']}  score {c['a']['score']:.4f}",
+        f"B: {c['b']['submission']}  score {c['b']['score']:.4f}",
+        f"A - B = {c['difference']:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}], p = {c['p_value']:.3f} "
+        f"(paired bootstrap of {c['n_boot']} draws of retrained models, runs and forget examples; profile "
+        f"{c['profile']}, K={c['k']}, {c['n_forget']} forget examples)",
+        verdict(c)])
