@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {score,score-all,reference,check,leaderboard,ladder,kaggle,score-zip,data,report}`.
+"""Command line: `python -m harness {score,score-all,reference,check,leaderboard,compare,ladder,kaggle,score-zip,data,report}`.
 
 Every expected failure (bad path, unknown profile, failed run) ends with one line on stderr that
 names the problem and the fix, and a non-zero exit code."""
