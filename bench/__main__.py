@@ -1,5 +1,5 @@
 """`make bench`: the speed figures quoted in docs/speed.md, measured in one run on one machine, so
-that ratios compare like with like. Writes bench/results.json and bench/scaling.png.
+that ratios compare like with like. Writes bench/results.json, bench/scaling.png and bench/paired.png.
 
     python -m bench              everything (~15 min on 2 cores)
     python -m bench metric       only the scorer
@@ -11,6 +11,7 @@ that ratios compare like with like. Writes bench/results.json and bench/scaling.
     python -m bench kernels      only the pool's kernel paths: eager, NCHW, fused Adam, torch.compile
     python -m bench gpu          only the competition slice (a GPU when there is one; else a CPU check)
     python -m bench copycheck [P] the copy check's margins on every run stored on P's pool (after score-all)
+    python -m bench paired [P]   only the paired comparison's calibration on real retrained models (bench/paired.png)
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from harness import paths
 
 OUT = Path(__file__).resolve().parent
-PARTS = ("speed", "metric", "first", "scaling", "stack", "kernels", "gpu")
+PARTS = ("speed", "metric", "first", "scaling", "stack", "kernels", "gpu", "paired")
 
 
 def machine() -> dict:
@@ -82,6 +83,10 @@ def main(argv: list[str]) -> int:
         from bench import gpu
 
         out["competition_slice"] = gpu.main()
+    if which in ("all", "paired"):
+        from bench import paired
+
+        out["paired"] = paired.main(argv[1] if which == "paired" and len(argv) > 1 else "quick", OUT / "paired.png")
     out["bench_s"] = time.perf_counter() - started
     out.update(headline(out))
     target = OUT / ("results.json" if which == "all" else f"results-{which}.json")
