@@ -64,5 +64,5 @@ def test_an_unknown_part_is_one_line():
     out = subprocess.run([sys.executable, "-m", "bench", "everything"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         "error: unknown benchmark 'everything': use one of all, runner, copycheck, speed, metric, first, scaling, stack, "
-        "kernels, gpu"]
+        "kernels, gpu, paired"]
     assert time.perf_counter() - started < 30
