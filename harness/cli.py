@@ -65,7 +65,17 @@ def cmd_score_all(args) -> int:
               f"retrained models: retain {ref['retain_acc']:.1f}%, test {ref['test_acc']:.1f}%, forget "
               f"{ref['forget_acc']:.1f}%; null ceiling F {r['null_forget_quality']:.4f}; one retrain "
               f"{r['seconds']['retrain_mean']:.1f} s; budget {r['budget']['seconds']:.1f} s per run\n")
-        print(score_all.ranking(results))
+        tied = {}
+        if sum(1 for x in results if x["budget"].get("competition")) > 1:
+            print("comparing the ranked methods, every pair paired (harness compare)...", file=sys.stderr)
+            try:
+                tied = score_all.compare_ranked(results)
+            except (FileNotFoundError, ValueError) as e:  # runs no longer in the cache: the ranking stands
+                print(f"note: no ties column: {e}", file=sys.stderr)
+        print(score_all.ranking(results, tied))
+        if tied:
+            print("\n'tied with': the ranks a method's score cannot be told apart from (paired bootstrap of every "
+                  "pair, Holm-corrected, 5% level)")
     for name, why in failures.items():
         print(f"error: {name}: {why}", file=sys.stderr)
     if failures:

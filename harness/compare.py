@@ -14,7 +14,7 @@ import numpy as np
 
 from harness import metric, paths, protocol as protocol_mod, reference_pool, runner
 
-LEVEL = 0.05  # the level a verdict is worded at
+LEVEL = 0.05  # the level a verdict is worded at, and ties are decided at
 
 
 def populations(result: dict) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray]:
@@ -42,6 +42,7 @@ def populations(result: dict) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray
 
 
 def _check_paired(a: dict, b: dict) -> None:
+    """ValueError unless a and b are scores of one pool and one set of runs' seeds."""
     fix = (f"score both on one profile and K, e.g. `python -m harness score {b.get('submission')} "
            f"--profile {a.get('profile')} --k {a.get('k')}`")
     if a.get("reference_hash") != b.get("reference_hash") or a.get("profile") != b.get("profile"):
@@ -50,6 +51,30 @@ def _check_paired(a: dict, b: dict) -> None:
     if a.get("k") != b.get("k") or (a.get("seeds") or {}).get("unlearn") != (b.get("seeds") or {}).get("unlearn"):
         raise ValueError(f"{a.get('id')} and {b.get('id')} hold different runs (K={a.get('k')} and K={b.get('k')}, "
                          f"or other seeds): {fix}")
+
+
+def ties(results: list[dict], n_boot: int = metric.PAIRED_N_BOOT, seed: int = 0) -> dict:
+    """Which of several methods' scores (one profile and K, so paired) the data cannot separate:
+    every pair compared on one set of bootstrap draws (metric.pairwise), the p-values of all
+    pairs adjusted together (Holm), and a pair tied where its adjusted p-value is LEVEL or more.
+    Returns the results' ids and scores, the adjusted p-values ``[P, P]`` and, per id, the ids it
+    is tied with."""
+    for other in results[1:]:
+        _check_paired(results[0], other)
+    r, first, retain_r, test_r = populations(results[0])
+    pops = [first, *(populations(x)[1] for x in results[1:])]
+    out = metric.pairwise(r, pops, retain_r, test_r, n_boot=n_boot, seed=seed)
+    n = len(results)
+    upper = np.triu_indices(n, 1)
+    adjusted = np.ones((n, n))
+    adjusted[upper] = metric.holm(out["p_value"][upper])
+    adjusted = np.minimum(adjusted, adjusted.T)
+    ids = [x["id"] for x in results]
+    return {"profile": results[0]["profile"], "k": results[0]["k"], "reference_hash": results[0]["reference_hash"],
+            "ids": ids, "scores": out["scores"].tolist(), "n_boot": n_boot, "seed": seed, "level": LEVEL,
+            "method": "paired bootstrap of every pair on one set of draws; normal p-values; Holm over all pairs",
+            "p_adjusted": adjusted.tolist(),
+            "tied_with": {ids[i]: [ids[j] for j in range(n) if j != i and adjusted[i, j] >= LEVEL] for i in range(n)}}
 
 
 def compare(a: dict, b: dict, n_boot: int = metric.PAIRED_N_BOOT, seed: int = 0) -> dict:

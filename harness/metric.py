@@ -897,40 +897,73 @@ def _replicates(r: np.ndarray, pops: list, rar: np.ndarray, tar: np.ndarray, n_b
     return scores
 
 
-def paired_difference(retrain_conf, a: tuple, b: tuple, retain_acc_r, test_acc_r, n_boot: int = PAIRED_N_BOOT,
-                      seed: int = 0, level: float = BOOT_LEVEL) -> dict:
-    """Score of method A minus score of method B, both scored against the same retrained models
-    ``[K_r, N]`` on the same forget examples, with runs paired by seed: ``a`` and ``b`` are each
-    ``(unlearned_conf [K_u, N], retain_acc [K_u], test_acc [K_u])``, run i of A and run i of B
-    made with the same seed (so of one K_u).
+def pairwise(retrain_conf, pops: list, retain_acc_r, test_acc_r, n_boot: int = PAIRED_N_BOOT, seed: int = 0,
+             level: float = BOOT_LEVEL) -> dict:
+    """Every pair of P methods, each scored against the same retrained models ``[K_r, N]`` on the
+    same forget examples, with runs paired by seed: ``pops`` holds P tuples ``(unlearned_conf
+    [K_u, N], retain_acc [K_u], test_acc [K_u])``, run i of every method made with the same seed
+    (so of one K_u).
 
     A paired bootstrap: every replicate draws the retrained models, the run indices and the
-    forget examples once and scores both methods on that draw (``_replicates``), so what the two
-    share (a hard forget example, an unlucky retrained model, a seed) cancels in the difference
-    instead of widening it. Returns ``difference`` (the point estimate, A - B), ``ci95`` (the
+    forget examples once and scores all P methods on that draw (``_replicates``), so what they
+    share (a hard forget example, an unlucky retrained model, a seed) cancels in a difference
+    instead of widening it. Returns ``scores`` ``[P]`` (the point estimates) and, for row i and
+    column j (method i minus method j), ``difference``, ``ci_low`` and ``ci_high`` (the
     percentile interval of the replicate differences at ``level``, moved by point - mean, as in
-    ``score_interval``), ``p_value`` (two-sided, of "no difference": the share of replicate
-    differences, centred on their mean, at least as far from 0 as the point estimate, counted
-    as (1 + hits) / (1 + n_boot) so that it is never 0) and the scores of A and B."""
+    ``score_interval``) and ``p_value`` (two-sided, of "no difference": the normal tail of the
+    difference over the replicates' standard deviation; continuous, so that it can be corrected
+    for many comparisons at a moderate ``n_boot``; 1 where the replicates never differ and
+    neither do the points, 0 where they never vary but the points differ), all ``[P, P]``."""
     r = _check_confs(retrain_conf, retrain_conf)[0]
     k_r = r.shape[0]
     rar = _check_model_acc("retain_acc_r", retain_acc_r, k_r, True)
     tar = _check_model_acc("test_acc_r", test_acc_r, k_r, True)
-    pops = []
-    for name, (conf, retain_acc, test_acc) in (("a", a), ("b", b)):
+    checked = []
+    for i, (conf, retain_acc, test_acc) in enumerate(pops):
         u = _check_confs(r, conf)[1]
-        pops.append((u, _check_model_acc(f"{name} retain_acc", retain_acc, u.shape[0], False),
-                     _check_model_acc(f"{name} test_acc", test_acc, u.shape[0], False)))
-    if pops[0][0].shape != pops[1][0].shape:
-        raise ValueError(f"a and b must hold the same runs to be paired: shapes {pops[0][0].shape} and "
-                         f"{pops[1][0].shape}")
+        checked.append((u, _check_model_acc(f"method {i} retain_acc", retain_acc, u.shape[0], False),
+                        _check_model_acc(f"method {i} test_acc", test_acc, u.shape[0], False)))
+    if len(checked) < 2 or len({u.shape for u, _, _ in checked}) != 1:
+        raise ValueError("the methods must be two or more and hold the same runs to be paired: shapes "
+                         f"{[u.shape for u, _, _ in checked]}")
     _check_boot(n_boot, level)
-    point = [final_score(forget_quality(r, u), rau.mean(), rar.mean(), tau.mean(), tar.mean()) for u, rau, tau in pops]
-    diff = point[0] - point[1]
-    reps = _replicates(r, pops, rar, tar, int(n_boot), seed)                  # [n_boot, 2]
-    d = reps[:, 0] - reps[:, 1]                                              # [n_boot]
+    point = np.array([final_score(forget_quality(r, u), rau.mean(), rar.mean(), tau.mean(), tar.mean())
+                      for u, rau, tau in checked])                                # [P]
+    reps = _replicates(r, checked, rar, tar, int(n_boot), seed)                  # [n_boot, P]
+    d = reps[:, :, None] - reps[:, None, :]                                      # [n_boot, P, P]
+    diff = point[:, None] - point[None, :]                                       # [P, P]
     tail = (1 - float(level)) / 2 * 100
-    low, high = np.percentile(d, [tail, 100 - tail]) + (diff - float(d.mean()))
-    hits = int(np.sum(np.abs(d - d.mean()) >= abs(diff)))
-    return {"difference": diff, "ci95": [float(low), float(high)], "p_value": (1 + hits) / (1 + int(n_boot)),
-            "score_a": point[0], "score_b": point[1], "n_boot": int(n_boot), "level": float(level)}
+    shift = diff - d.mean(axis=0)
+    low, high = np.percentile(d, [tail, 100 - tail], axis=0) + shift
+    sd = d.std(axis=0, ddof=1) if n_boot > 1 else np.zeros_like(diff)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.abs(diff) / sd
+    p = np.vectorize(lambda x: math.erfc(x / math.sqrt(2)))(z)
+    p = np.where(sd > 0, p, np.where(diff == 0, 1.0, 0.0))
+    return {"scores": point, "difference": diff, "ci_low": low, "ci_high": high, "p_value": p,
+            "n_boot": int(n_boot), "level": float(level)}
+
+
+def paired_difference(retrain_conf, a: tuple, b: tuple, retain_acc_r, test_acc_r, n_boot: int = PAIRED_N_BOOT,
+                      seed: int = 0, level: float = BOOT_LEVEL) -> dict:
+    """Method A against method B (``pairwise`` of the two): ``difference`` (A - B), ``ci95``,
+    ``p_value`` and the two scores."""
+    out = pairwise(retrain_conf, [a, b], retain_acc_r, test_acc_r, n_boot, seed, level)
+    return {"difference": float(out["difference"][0, 1]),
+            "ci95": [float(out["ci_low"][0, 1]), float(out["ci_high"][0, 1])],
+            "p_value": float(out["p_value"][0, 1]), "score_a": float(out["scores"][0]),
+            "score_b": float(out["scores"][1]), "n_boot": out["n_boot"], "level": out["level"]}
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of m p-values ``[m]`` for testing them together: the i-th
+    smallest is multiplied by m - i (i from 0), made non-decreasing in that order, capped at 1.
+    Rejecting where the adjusted value is below α keeps the chance of any false rejection among
+    the m at most α, whatever their dependence."""
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out

@@ -79,14 +79,29 @@ def score_all(protocol: Protocol, folder: Path, k: int | None = None, workers: i
     return results, failures
 
 
-def ranking(results: list[dict]) -> str:
+def compare_ranked(results: list[dict], results_dir: Path | None = None) -> dict:
+    """Which ranked methods the data cannot separate (harness.compare.ties, every pair paired),
+    stored for the leaderboard: result id -> the ids it is tied with. Empty below two methods."""
+    from harness import compare, leaderboard
+
+    ranked = [r for r in results if r["budget"].get("competition")]
+    if len(ranked) < 2:
+        return {}
+    t = compare.ties(ranked)
+    leaderboard.write_ties(t, Path(results_dir or paths.results_dir()))
+    return t["tied_with"]
+
+
+def ranking(results: list[dict], tied: dict | None = None) -> str:
     """The ranking as a Markdown table: the results under the competition's budget, best score
-    first, then (unranked) the others: an oracle's own budget, a custom one."""
+    first, then (unranked) the others: an oracle's own budget, a custom one. With `tied`
+    (compare_ranked), a last column gives the ranks each ranked method is tied with."""
     head = ("| rank | method | score | 95% interval | F / null ceiling | retain acc | test acc | forget acc "
-            "| s per run | × one retrain | slowest run / limit |")
-    lines = [head, "|" + "---|" * 11]
+            "| s per run | × one retrain | slowest run / limit |" + (" tied with |" if tied else ""))
+    lines = [head, "|" + "---|" * (12 if tied else 11)]
     ranked = sorted((r for r in results if r["budget"].get("competition")), key=lambda r: -r["score"])
     others = sorted((r for r in results if not r["budget"].get("competition")), key=lambda r: -r["score"])
+    rank_of = {r["id"]: n for n, r in enumerate(ranked, 1)}
     for rank, r in [*enumerate(ranked, 1), *(("-", r) for r in others)]:
         lo, hi = r["score_ci95"]
         s, b = r["seconds"], r["budget"]
@@ -97,5 +112,7 @@ def ranking(results: list[dict]) -> str:
             f"| {rank} | {r['submission_name']} | {r['score']:.4f} | [{lo:.4f}, {hi:.4f}] "
             f"| {100 * r['relative_forget_quality']:.0f}% | {r['retain_acc']:.1f}% | {r['test_acc']:.1f}% "
             f"| {r['forget_acc']:.1f}% | {s['unlearning_mean']:.2f} | {s['unlearning_mean'] / s['retrain_mean']:.2f} "
-            f"| {s['unlearning_max']:.2f} / {b['limit_s']:.2f} s ({within}{note}) |")
+            f"| {s['unlearning_max']:.2f} / {b['limit_s']:.2f} s ({within}{note}) |"
+            + (f" {', '.join(str(rank_of[i]) for i in sorted(tied.get(r['id'], []), key=rank_of.get)) or 'none'} |"
+               if tied and r["id"] in tied else " |" if tied else ""))
     return "\n".join(lines)

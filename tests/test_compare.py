@@ -3,6 +3,7 @@ paired bootstrap, a tie for equal methods, calibrated p-values, and the command 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def _plain_paired(r, a, b, ra, rt, n_boot, seed, level=0.95):
     point = score(a, *every) - score(b, *every)
     tail = (1 - level) / 2 * 100
     ci = np.percentile(d, [tail, 100 - tail]) + point - d.mean()
-    p = (1 + np.sum(np.abs(d - d.mean()) >= abs(point))) / (1 + n_boot)
+    p = math.erfc(abs(point) / d.std(ddof=1) / math.sqrt(2))     # the normal tail, two-sided
     return point, ci, p
 
 
@@ -64,6 +65,33 @@ def test_paired_difference_is_a_plain_paired_bootstrap():
     assert swapped["p_value"] == got["p_value"]
 
 
+def test_every_pair_at_once_equals_each_pair_alone():
+    """pairwise draws the same replicates whatever the number of methods, so its [i, j] entries
+    are paired_difference of i and j, to the bit; the matrices are antisymmetric (difference,
+    interval) and symmetric (p-value)."""
+    rng = np.random.default_rng(3)
+    mu, sd = rng.normal(1.5, 1.0, 25), np.ones(25)
+    r, ra, rt = _population(rng, mu, sd, 10)
+    pops = [_population(rng, mu, sd, 10, shift=s) for s in (0.0, 0.3, 0.8)]
+    every = metric.pairwise(r, pops, ra, rt, n_boot=25, seed=2)
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                alone = metric.paired_difference(r, pops[i], pops[j], ra, rt, n_boot=25, seed=2)
+                assert every["difference"][i, j] == alone["difference"] and every["p_value"][i, j] == alone["p_value"]
+                assert [every["ci_low"][i, j], every["ci_high"][i, j]] == alone["ci95"]
+    np.testing.assert_allclose(every["difference"], -every["difference"].T, atol=0)
+    np.testing.assert_allclose(every["p_value"], every["p_value"].T, atol=0)
+    assert np.all(np.diag(every["p_value"]) == 1)
+
+
+def test_holm_adjusts_the_smallest_p_value_most():
+    """Holm's step-down: sorted p-values times m, m-1, ..., made non-decreasing, capped at 1."""
+    np.testing.assert_allclose(metric.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(metric.holm([0.5, 0.6]), [1.0, 1.0])
+    assert metric.holm([0.02]).tolist() == [0.02]
+
+
 def test_one_method_against_itself_is_a_tie_and_bad_pairs_are_refused():
     rng = np.random.default_rng(0)
     mu, sd = rng.normal(1.5, 1.0, 30), np.ones(30)
@@ -71,7 +99,7 @@ def test_one_method_against_itself_is_a_tie_and_bad_pairs_are_refused():
     a = _population(rng, mu, sd, 8)
     same = metric.paired_difference(r, a, a, ra, rt, n_boot=20)
     assert same["difference"] == 0 and same["ci95"] == [0, 0] and same["p_value"] == 1
-    with pytest.raises(ValueError, match="same runs to be paired"):
+    with pytest.raises(ValueError, match="hold the same runs to be paired"):
         metric.paired_difference(r, a, _population(rng, mu, sd, 7), ra, rt, n_boot=20)
     with pytest.raises(ValueError, match="n_boot must be a positive integer"):
         metric.paired_difference(r, a, a, ra, rt, n_boot=0)
@@ -99,13 +127,14 @@ def test_pairing_is_narrower_than_two_separate_intervals():
 
 @pytest.mark.slow
 def test_p_values_of_equal_methods_are_uniform_and_of_unequal_ones_small():
-    """Equal methods: A, B and the retrained models are three draws of one population, 60 times.
-    Their p-values should be uniform: mean near 1/2 (standard error 0.037 at 60), and at the 5%
-    level about 3 of 60 rejected. A method that moved its confidences is rejected nearly always."""
+    """Equal methods: A, B and the retrained models are three draws of one population, 40 times.
+    Their p-values should be uniform: mean near 1/2 (standard error 0.046 at 40), about half of
+    them below 1/2, and at the 5% level about 2 of 40 rejected. A method that moved its
+    confidences is rejected nearly always. (bench/paired.py measures the same on real models.)"""
     rng = np.random.default_rng(12)
     k, n = 16, 30
     equal, unequal = [], []
-    for _ in range(60):
+    for _ in range(40):
         mu, sd = rng.normal(1.5, 1.0, n), rng.uniform(0.5, 1.5, n)
         r, ra, rt = _population(rng, mu, sd, k)
         a, b = _population(rng, mu, sd, k), _population(rng, mu, sd, k)
@@ -114,9 +143,9 @@ def test_p_values_of_equal_methods_are_uniform_and_of_unequal_ones_small():
             moved = _population(rng, mu, sd, k, shift=1.0)
             unequal.append(metric.paired_difference(r, a, moved, ra, rt, n_boot=100)["p_value"])
     equal = np.array(equal)
-    assert 0.38 < equal.mean() < 0.62, equal
-    assert np.mean(equal < 0.05) <= 0.12, equal
-    assert 0.3 < np.mean(equal < 0.5) < 0.7, equal
+    assert 0.35 < equal.mean() < 0.65, equal
+    assert np.mean(equal < 0.05) <= 0.15, equal
+    assert 0.25 < np.mean(equal < 0.5) < 0.75, equal
     assert np.mean(np.array(unequal) < 0.05) >= 0.8, unequal
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import sqlite3
 import struct
 import time
@@ -189,6 +190,31 @@ def test_render(filled):
     assert "3f2a9c1b" in body and "custom budget" in body
     assert lines[2].lstrip().startswith("1 submissions/oracle.py")
     assert "overlap" in text and "not a clear win" in text
+
+
+def test_ties_stored_by_score_all_show_as_the_ranks_a_row_is_tied_with(filled):
+    before = leaderboard.table(filled, "default")
+    assert before["tied_with"].isna().all() and "tied with" not in leaderboard.render(before)
+    ids = dict(zip(before["submission_name"], before["id"]))
+    oracle, fine, noop = ids["oracle"], ids["finetune"], ids["noop"]
+    stale = SCENARIO[0]["id"]                          # finetune's older result: not shown, so not a rank
+    leaderboard.write_ties({"profile": "default", "k": 32, "ids": [oracle, fine, noop, stale],
+                            "tied_with": {oracle: [fine, stale], fine: [oracle], noop: [], stale: [oracle]}}, filled)
+    (filled / "comparisons" / "damaged.json").write_text("{")   # skipped, never fatal
+    df = leaderboard.table(filled, "default")
+    shown = [None if pd.isna(t) else t for t in df["tied_with"]]
+    assert shown == ["2", "1", "none", None]           # gradascent: another budget, never compared
+    text = leaderboard.render(df)
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("rank"))
+    assert "95% CI tied with" in " ".join(header.split())
+    assert re.search(r"\] +2 +0\.", next(line for line in text.splitlines() if "oracle.py" in line))
+    assert "Holm" in text
+    # A newer comparison of the same results replaces the older one's word.
+    time.sleep(0.01)
+    leaderboard.write_ties({"profile": "default", "k": 32, "ids": [oracle, fine],
+                            "tied_with": {oracle: [], fine: []}}, filled / "again")
+    (filled / "again" / "comparisons" / "default-k32.json").replace(filled / "comparisons" / "newer.json")
+    assert list(leaderboard.table(filled, "default")["tied_with"][:3]) == ["none", "none", "none"]
 
 
 def test_render_empty_table(tmp_path):

@@ -55,6 +55,19 @@ def test_score_all_scores_every_method_on_quick_then_resumes_without_rescoring(q
     oracle = next(line for line in table if " retrain " in line)
     assert oracle.startswith("| - | retrain |") and "oracle, own budget (3 x one retrain)" in oracle
     assert all("within" in line for line in table), out.stdout   # no stored run past its limit
+    # Every pair of ranked methods was compared, paired: at K=2 nothing scores points (F = 0, so
+    # every score is 0), so the data separates no two of them and each is tied with every other.
+    head = next(line for line in out.stdout.splitlines() if line.startswith("| rank"))
+    assert head.endswith("| tied with |")
+    ranked = [line for line in table if not line.startswith("| - |")]
+    for line in ranked:
+        rank = int(line.split(" | ")[0].removeprefix("| "))
+        assert line.split(" | ")[-1].removesuffix(" |").split(", ") == [str(n) for n in range(1, len(ranked) + 1)
+                                                                          if n != rank], line
+    ties = json.loads((results / "comparisons" / "quick-k2.json").read_text())
+    assert len(ties["ids"]) == len(ranked) and ties["level"] == 0.05
+    board = run_cli("leaderboard", "--profile", "quick")
+    assert "tied with" in board.stdout and "Holm" in board.stdout, board.stdout
     written = sorted(results.glob("*.json"))
     assert len(written) == len(table)
     for f in written:

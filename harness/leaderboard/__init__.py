@@ -6,10 +6,11 @@ indexes them in SQLite (the JSON files are the record, the database is rebuilt f
 from harness.leaderboard.rank import TABLE_COLUMNS, ranked, table
 from harness.leaderboard.render import plot, render
 from harness.leaderboard.store import (
-    COLUMN_NAMES, COLUMNS, DB_NAME, LOCK_NAME, REQUIRED_KEYS, SCHEMA_VERSION, rebuild, record, stored_rows,
+    COLUMN_NAMES, COLUMNS, DB_NAME, LOCK_NAME, REQUIRED_KEYS, SCHEMA_VERSION, read_ties, rebuild, record, stored_rows,
+    write_ties,
 )
 
 __all__ = [
     "COLUMNS", "COLUMN_NAMES", "DB_NAME", "LOCK_NAME", "REQUIRED_KEYS", "SCHEMA_VERSION", "TABLE_COLUMNS",
-    "plot", "ranked", "rebuild", "record", "render", "stored_rows", "table",
+    "plot", "ranked", "read_ties", "rebuild", "record", "render", "stored_rows", "table", "write_ties",
 ]

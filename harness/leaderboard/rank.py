@@ -17,19 +17,24 @@ TABLE_COLUMNS = (
     "total_s", "k", "created", "sha", "id", "profile", "submission_name", "protocol_version",
     "reference_hash", "budget_s", "budget_fraction", "over_budget_runs", "protocol_budget",
     "sandboxed", "suspicious", "competition_budget", "not_competition", "public_seeds", "off_budget", "note",
+    "tied_with",
 )
 
 
 def table(results_dir: Path, profile: str | None = None, history: bool = False) -> "pd.DataFrame":
     """The ranking of the results stored in results_dir (see `ranked`). The database is built from
     the JSON files first when it is missing."""
-    return ranked(store.stored_rows(Path(results_dir), profile), profile, history)
+    return ranked(store.stored_rows(Path(results_dir), profile), profile, history, store.read_ties(Path(results_dir)))
 
 
-def ranked(rows: list[tuple], profile: str | None = None, history: bool = False) -> "pd.DataFrame":
+def ranked(rows: list[tuple], profile: str | None = None, history: bool = False,
+           ties: dict | None = None) -> "pd.DataFrame":
     """The ranking of stored rows (store.COLUMN_NAMES order), best score first (per profile when
     profile is None). Without history, each submission (same profile and path) shows once, with
-    its latest result; with history, every result shows."""
+    its latest result; with history, every result shows. `ties` (store.read_ties: id -> the ids
+    the data cannot separate it from) fills `tied_with`: the ranks of the rows shown that a
+    ranked row is tied with ("none" when it is separated from all), None where it was not
+    compared."""
     import pandas as pd
 
     df = pd.DataFrame.from_records(rows, columns=list(store.COLUMN_NAMES))
@@ -77,6 +82,10 @@ def ranked(rows: list[tuple], profile: str | None = None, history: bool = False)
                                                                           "competition's budget"), df["_ranked"],
                                               df["over_budget_runs"], df["sandboxed"], df["suspicious"],
                                               df["public_seeds"])]
+    rank_of = {i: int(r) for i, r in zip(df["id"], df["rank"]) if not pd.isna(r)}
+    df["tied_with"] = [None if pd.isna(r) or i not in (ties or {}) else
+                       (", ".join(map(str, sorted(rank_of[j] for j in ties[i] if j in rank_of))) or "none")
+                       for i, r in zip(df["id"], df["rank"])]
     df = df[list(TABLE_COLUMNS)].reset_index(drop=True)
     df.attrs.update(profile=profile, history=history)
     return df

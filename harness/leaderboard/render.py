@@ -75,6 +75,8 @@ def render(df: "pd.DataFrame") -> str:
         "created": [str(t)[:16].replace("T", " ") for t in df["created"]],
         "sha": df["sha"],
     })
+    if df["tied_with"].notna().any():  # score-all compared these rows (harness.compare.ties)
+        out.insert(list(out.columns).index("95% CI") + 1, "tied with", ["" if _isna(t) else t for t in df["tied_with"]])
     if df["profile"].nunique() > 1:
         out.insert(0, *left(df["profile"], "profile"))
     if df["note"].astype(bool).any():
@@ -88,6 +90,9 @@ def render(df: "pd.DataFrame") -> str:
     lines.extend(line.rstrip() for line in out.to_string(index=False).splitlines())
     lines.append("Higher score is better. Rows whose 95% intervals overlap are not a clear win: "
                  "their order may change with another K or seed.")
+    if df["tied_with"].notna().any():
+        lines.append("'tied with': the ranks this row's score cannot be told apart from (a paired bootstrap of every "
+                     "pair, Holm-corrected, at the 5% level; made by score-all, see `harness compare`).")
     if df["off_budget"].any():
         lines.append("note: rows ranked '-' ran under another budget than the competition's (an oracle's own, a custom "
                      "one, a floor): they are shown, never ranked beside the others.")

@@ -25,6 +25,8 @@ TABLE = "results"
 BUSY_TIMEOUT_S = 60.0
 
 REQUIRED_KEYS = ("id", "created", "profile", "submission", "score")
+# score-all's ties (harness.compare.ties), one file per profile and K, beside the results.
+COMPARISONS = "comparisons"
 
 # (column, SQL type); the order is the table's.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -366,3 +368,27 @@ def stored_rows(results_dir: Path, profile: str | None = None) -> list[tuple]:
         return []
     with _locked(results_dir, reading=True):
         return _with_healthy_db(results_dir, read)
+
+
+def write_ties(ties: dict, results_dir: Path) -> Path:
+    """Store score-all's ties (`harness.compare.ties`) where `read_ties` finds them."""
+    path = Path(results_dir) / COMPARISONS / f"{ties['profile']}-k{ties['k']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    paths.atomic_write_json(path, ties)
+    return path
+
+
+def read_ties(results_dir: Path) -> dict:
+    """Every compared result id -> the ids the data cannot separate it from, from the stored ties
+    (where two files hold an id, the newer wins; a damaged file is skipped)."""
+    import json
+
+    folder = Path(results_dir) / COMPARISONS
+    found: dict = {}
+    for f in sorted(folder.glob("*.json"), key=lambda f: f.stat().st_mtime) if folder.is_dir() else []:
+        try:
+            t = json.loads(f.read_text())
+            found.update({i: [str(j) for j in t["tied_with"][i]] for i in t["ids"]})
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found

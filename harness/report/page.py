@@ -247,7 +247,8 @@ def leaderboard(df, results_dir: Path, plot_png: bytes | None) -> str:
         rows.append([rank, html.escape(str(row["submission"])), _fmt(row["score"], ".4f"),
                      f"[{_fmt(row['ci95_low'], '.4f')}, {_fmt(row['ci95_high'], '.4f')}]",
                      _fmt(row["forget_quality"], ".4f"), _fmt(row["retain_acc"], ".1f"), _fmt(row["test_acc"], ".1f"),
-                     _fmt(row["forget_acc"], ".1f"), _fmt(row["unlearning_s"], ".2f")]
+                     _fmt(row["forget_acc"], ".1f"), _fmt(row["unlearning_s"], ".2f"),
+                     "" if pd.isna(row["tied_with"]) else html.escape(str(row["tied_with"]))]
                     + [_fmt(cols.get(n)) for n in metric_names] + [html.escape(str(row["note"] or ""))])
     profiles = sorted(set(df["profile"])) if len(df) else []
     title = "Local leaderboard" + (f", profile {profiles[0]}" if len(profiles) == 1 else "")
@@ -255,8 +256,10 @@ def leaderboard(df, results_dir: Path, plot_png: bytes | None) -> str:
     if plot_png:
         body.append(_img(plot_png, "score against unlearning time"))
     body.append(_table(["rank", "submission", "score", "95% CI", "F", "retain %", "test %", "forget %", "s/run",
-                        *metric_names, "note"], rows))
-    body.append("<p class=note>Metric columns are the unlearned models' (see a result's report for the original "
+                        "tied with", *metric_names, "note"], rows))
+    body.append("<p class=note>'tied with': the ranks a row's score cannot be told apart from (a paired "
+                "bootstrap of every pair, Holm-corrected, at the 5% level, made by score-all). "
+                "Metric columns are the unlearned models' (see a result's report for the original "
                 "and retrained values)" + (f"; {missing} result(s) without their runs on disk show dashes" if missing
                                           else "") + ".</p>")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
