@@ -76,6 +76,12 @@ def cmd_score_all(args) -> int:
         if tied:
             print("\n'tied with': the ranks a method's score cannot be told apart from (paired bootstrap of every "
                   "pair, Holm-corrected, 5% level)")
+        if args.separate is not None:
+            cap = args.separate if args.separate > 0 else score_all.SEPARATE_FACTOR * r["k"]
+            lines = score_all.separate(protocol, results, cap, workers=args.workers, progress=not args.quiet,
+                                       log=lambda line: print(line, file=sys.stderr))
+            print(f"\nneighbours, compared at K up to {cap} (those scores are not published):")
+            print("\n".join(lines) or "fewer than two ranked methods: nothing to separate")
     for name, why in failures.items():
         print(f"error: {name}: {why}", file=sys.stderr)
     if failures:
@@ -328,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--submissions", default="submissions", help="folder of method files (default submissions/; "
                                                                  "template.py is left out)")
     sa.add_argument("--k", type=int, default=None, help="runs and retrained models (default: the profile's K)")
+    sa.add_argument("--separate", type=int, nargs="?", const=0, default=None, metavar="MAX_K",
+                    help="score neighbours the data cannot separate again at 2K, 4K, ... up to MAX_K (default 4K), "
+                         "and say where each pair separated")
     common(sa)
     sa.set_defaults(func=cmd_score_all)
 

@@ -12,6 +12,7 @@ from harness import paths, runner, score
 from harness.protocol import PROTOCOL_VERSION, Protocol
 
 TEMPLATE = "template.py"
+SEPARATE_FACTOR = 4  # --separate without a cap grows K up to this many times the score's
 
 
 def methods(folder: Path) -> list[Path]:
@@ -90,6 +91,52 @@ def compare_ranked(results: list[dict], results_dir: Path | None = None) -> dict
     t = compare.ties(ranked)
     leaderboard.write_ties(t, Path(results_dir or paths.results_dir()))
     return t["tied_with"]
+
+
+def separate(protocol: Protocol, results: list[dict], cap: int, workers: int | None = None, progress: bool = True,
+             log=print) -> list[str]:
+    """Adjacent ranked methods the data cannot separate, scored again at twice the K, then twice
+    that, up to `cap`, on the ranking pool (run i keeps its seed, so the stored runs are reused
+    and only the new ones run; these scores are not published: the ranking stays at one K). At
+    each K the pairs still open are compared paired, their p-values adjusted together (Holm).
+    Returns one line per adjacent pair: the K where it separated, or that it is tied at the cap."""
+    from harness import compare, metric
+    from harness.runner import RunError, SubmissionError
+
+    ranked = sorted((r for r in results if r["budget"].get("competition")), key=lambda r: -r["score"])
+    if len(ranked) < 2:
+        return []
+    k = ranked[0]["k"]
+    if cap <= k:
+        raise ValueError(f"--separate {cap}: the cap must be above the score's K={k}, e.g. --separate {4 * k}")
+    current = dict(enumerate(ranked))             # rank index -> its score at the K reached
+    open_pairs, words = list(range(len(ranked) - 1)), {}  # pair i: ranks i+1 and i+2
+    while True:
+        adjusted = metric.holm([compare.compare(current[i], current[i + 1])["p_value"] for i in open_pairs])
+        still = []
+        for i, p in zip(open_pairs, adjusted):
+            if p < compare.LEVEL:
+                words[i] = f"separated at K={k} (Holm-adjusted p = {p:.3f})"
+            else:
+                words[i] = f"still tied at K={k}, the cap (Holm-adjusted p = {p:.3f})"
+                still.append(i)
+        open_pairs = still
+        if not open_pairs or k >= cap:
+            break
+        reached, k = k, min(2 * k, cap)
+        needed = sorted({j for i in open_pairs for j in (i, i + 1)})
+        log(f"separating {len(open_pairs)} tied pair(s) of neighbours: {len(needed)} method(s) at K={k}")
+        try:
+            for j in needed:
+                current[j] = score.score(ranked[j]["submission"], protocol, k=k, workers=workers, progress=progress,
+                                         record=False)
+        except (RunError, SubmissionError, ValueError) as e:
+            for i in open_pairs:
+                words[i] = (f"still tied at K={reached}: stopped there, {ranked[j]['submission_name']} failed at "
+                            f"K={k}: {str(e).splitlines()[0]}")
+            break
+    return [f"ranks {i + 1}-{i + 2} ({ranked[i]['submission_name']}, {ranked[i + 1]['submission_name']}): {words[i]}"
+            for i in sorted(words)]
 
 
 def ranking(results: list[dict], tied: dict | None = None) -> str:

@@ -102,6 +102,28 @@ def test_score_all_reports_a_failing_method_and_keeps_the_others(quick_pool, res
     assert empty.returncode == 2 and "no method files" in empty.stderr.strip().splitlines()[-1]
 
 
+def test_score_all_separate_grows_k_for_tied_neighbours_and_publishes_only_the_ranking(own_cache, results, tmp_path):
+    """At K=2 no method scores points, so every neighbour is tied; --separate 8 scores the tied
+    ones again at K=4 and K=8 (runs kept, scores unpublished) and says where each pair stopped."""
+    folder = tmp_path / "methods"
+    folder.mkdir()
+    for name in ("noop.py", "finetune.py", "gradient_ascent.py"):
+        shutil.copy(SUBMISSIONS / name, folder / name)
+    out = run_cli("score-all", "--submissions", str(folder), "--profile", "quick", "--k", "2", "--separate", "8",
+                  "--quiet")
+    assert out.returncode == 0, out.stderr[-3000:]
+    section = out.stdout.split("neighbours, compared at K up to 8 (those scores are not published):")[1]
+    lines = [line for line in section.splitlines() if line.startswith("ranks ")]
+    assert [line.split(" (")[0] for line in lines] == ["ranks 1-2", "ranks 2-3"], out.stdout
+    for line in lines:
+        assert re.search(r": (separated at K=[48] \(Holm-adjusted p = 0\.0\d\d\)|still tied at K=8, the cap)", line), line
+    assert "separating 2 tied pair(s) of neighbours: 3 method(s) at K=4" in out.stderr, out.stderr
+    assert sorted(json.loads(f.read_text())["k"] for f in results.glob("*.json")) == [2, 2, 2]
+    assert len(list((own_cache.dir / "runs").glob("noop-*/run_0003.json"))) == 1   # K=4 ran (and kept) its runs
+    bad = run_cli("score-all", "--submissions", str(folder), "--profile", "quick", "--k", "2", "--separate", "2")
+    assert bad.returncode == 2 and "the cap must be above the score's K=2" in bad.stderr
+
+
 def test_dev_pool_has_the_same_original_and_disjoint_seeds(quick_pool, results):
     dev = protocol.get("quick", "dev")
     assert protocol.get("quick-dev") == dev and dev.name == "quick-dev"
