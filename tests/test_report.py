@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import SUBMISSIONS
-from harness import protocol, score
+from harness import leaderboard, protocol, score
 from conftest import run_cli
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -97,6 +97,12 @@ def test_a_submission_path_reports_its_stored_score_and_the_leaderboard_has_metr
     assert "submissions/finetune.py" in page and "activation distance" in page and "without their runs" not in page
     row = page.split("submissions/finetune.py")[1].split("</tr>")[0]
     assert row.count("<td>—</td>") == 0  # every metric column filled
+    # score-all's ties (here: the only ranked result, separated from nothing) show as a column.
+    assert "<th>tied with</th>" in page and "<td>none</td>" not in row
+    leaderboard.write_ties({"profile": "quick", "k": 4, "ids": [r["id"]], "tied_with": {r["id"]: []}}, results)
+    assert run_cli("leaderboard", "--profile", "quick", "--html", env=env).returncode == 0
+    row = (results / "leaderboard-quick.html").read_text().split("submissions/finetune.py")[1].split("</tr>")[0]
+    assert "<td>none</td>" in row
 
 
 def test_a_result_whose_runs_are_gone_is_one_clear_line(scored, tmp_path):
