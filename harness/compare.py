@@ -64,17 +64,27 @@ def ties(results: list[dict], n_boot: int = metric.PAIRED_N_BOOT, seed: int = 0)
     r, first, retain_r, test_r = populations(results[0])
     pops = [first, *(populations(x)[1] for x in results[1:])]
     out = metric.pairwise(r, pops, retain_r, test_r, n_boot=n_boot, seed=seed)
-    n = len(results)
-    upper = np.triu_indices(n, 1)
-    adjusted = np.ones((n, n))
-    adjusted[upper] = metric.holm(out["p_value"][upper])
-    adjusted = np.minimum(adjusted, adjusted.T)
+    adjusted = holm_matrix(out["p_value"])
     ids = [x["id"] for x in results]
     return {"profile": results[0]["profile"], "k": results[0]["k"], "reference_hash": results[0]["reference_hash"],
             "ids": ids, "scores": out["scores"].tolist(), "n_boot": n_boot, "seed": seed, "level": LEVEL,
             "method": "paired bootstrap of every pair on one set of draws; normal p-values; Holm over all pairs",
-            "p_adjusted": adjusted.tolist(),
-            "tied_with": {ids[i]: [ids[j] for j in range(n) if j != i and adjusted[i, j] >= LEVEL] for i in range(n)}}
+            "p_adjusted": adjusted.tolist(), "tied_with": tied_with(ids, adjusted)}
+
+
+def holm_matrix(p_value: np.ndarray) -> np.ndarray:
+    """A symmetric ``[P, P]`` matrix of pairwise p-values, Holm-adjusted over its P(P-1)/2 pairs
+    (1 on the diagonal)."""
+    n = p_value.shape[0]
+    upper = np.triu_indices(n, 1)
+    adjusted = np.ones((n, n))
+    adjusted[upper] = metric.holm(p_value[upper])
+    return np.minimum(adjusted, adjusted.T)
+
+
+def tied_with(ids: list[str], adjusted: np.ndarray) -> dict:
+    """id -> the ids whose adjusted p-value against it is LEVEL or more (not separated)."""
+    return {a: [b for j, b in enumerate(ids) if j != i and adjusted[i, j] >= LEVEL] for i, a in enumerate(ids)}
 
 
 def compare(a: dict, b: dict, n_boot: int = metric.PAIRED_N_BOOT, seed: int = 0) -> dict:

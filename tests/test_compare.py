@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from harness import metric
+from harness import compare, metric
 
 from conftest import REPO, run_cli
 
@@ -90,6 +90,15 @@ def test_holm_adjusts_the_smallest_p_value_most():
     np.testing.assert_allclose(metric.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
     np.testing.assert_allclose(metric.holm([0.5, 0.6]), [1.0, 1.0])
     assert metric.holm([0.02]).tolist() == [0.02]
+
+
+def test_ties_are_decided_on_p_values_corrected_for_every_pair():
+    """Three methods: a-b at p 0.03 would separate alone, but Holm over the three pairs makes it
+    0.06 (a tie); a-c at 0.001 stays separated (0.003); b-c at 0.3 is a tie."""
+    p = np.array([[1, 0.03, 0.001], [0.03, 1, 0.3], [0.001, 0.3, 1]])
+    adjusted = compare.holm_matrix(p)
+    np.testing.assert_allclose(adjusted, [[1, 0.06, 0.003], [0.06, 1, 0.3], [0.003, 0.3, 1]])
+    assert compare.tied_with(["a", "b", "c"], adjusted) == {"a": ["b"], "b": ["a", "c"], "c": ["b"]}
 
 
 def test_one_method_against_itself_is_a_tie_and_bad_pairs_are_refused():
