@@ -1,5 +1,5 @@
 """Two scored methods side by side (`harness compare A B`): the difference of their scores, its 95%
-interval and a p-value, from a paired bootstrap (metric.paired_difference).
+interval and a p-value, from a paired bootstrap (metric.pairwise).
 
 Two scores of one profile and K are paired: the same retrained models, the same forget examples,
 and run i of each made with the same seed. What they share cancels in the difference, so a paired
@@ -17,28 +17,34 @@ from harness import metric, paths, protocol as protocol_mod, reference_pool, run
 LEVEL = 0.05  # the level a verdict is worded at, and ties are decided at
 
 
-def populations(result: dict) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray]:
-    """(retrained confidences [K, N], the runs' (confidences [K, N], retain_acc [K], test_acc [K]),
-    the retrained retain_acc [K], test_acc [K]) of a stored score, read from the cache."""
+def _runs(result: dict, pool) -> tuple:
+    """A stored score's runs as the metric takes them, (confidences [K, N], retain_acc [K],
+    test_acc [K]), read from the cache and each checked against the digest its result published."""
     name = result.get("id", "?")
     if result.get("source", "runner") != "runner":
         raise ValueError(f"result {name} was scored from checkpoints ({result['source']}): a comparison needs the "
                          "runs that `harness score` keeps; score the submission with it")
-    protocol = protocol_mod.from_dict(result["protocol"])
-    k = result["k"]
-    pool = reference_pool.load(protocol, k, paths.cache_dir())
-    folder, runs = runner.result_runs(result, protocol, pool.dir)
+    folder, runs = runner.result_runs(result, pool.protocol, pool.dir)
     conf = []
     for i, (rec, digest) in enumerate(zip(runs, result["run_digests"])):
         row = None if rec is None else np.asarray(rec["forget_confidences"], dtype=np.float64)
         if row is None or hashlib.sha256(row.tobytes()).hexdigest()[:16] != digest:
             raise FileNotFoundError(f"run {i} of {name} is not in {folder} as it was scored: score it again with "
                                     f"`python -m harness score {result['submission']} --profile {result['profile']} "
-                                    f"--k {k}`, then compare")
+                                    f"--k {result['k']}`, then compare")
         conf.append(row)
     acc = {key: np.array([r[key] for r in runs], dtype=np.float64) for key in ("retain_acc", "test_acc")}
-    return (pool.forget_confidences(), (np.stack(conf), acc["retain_acc"], acc["test_acc"]),
-            pool.accuracies("retain_acc"), pool.accuracies("test_acc"))
+    return np.stack(conf), acc["retain_acc"], acc["test_acc"]
+
+
+def pairwise(results: list[dict], n_boot: int = metric.PAIRED_N_BOOT, seed: int = 0) -> dict:
+    """metric.pairwise of stored scores of one profile and K: their pool read once, each one's runs
+    from the cache."""
+    for other in results[1:]:
+        _check_paired(results[0], other)
+    pool = reference_pool.load(protocol_mod.from_dict(results[0]["protocol"]), results[0]["k"], paths.cache_dir())
+    return metric.pairwise(pool.forget_confidences(), [_runs(x, pool) for x in results],
+                           pool.accuracies("retain_acc"), pool.accuracies("test_acc"), n_boot=n_boot, seed=seed)
 
 
 def _check_paired(a: dict, b: dict) -> None:
@@ -59,11 +65,7 @@ def ties(results: list[dict], n_boot: int = metric.PAIRED_N_BOOT, seed: int = 0)
     pairs adjusted together (Holm), and a pair tied where its adjusted p-value is LEVEL or more.
     Returns the results' ids and scores, the adjusted p-values ``[P, P]`` and, per id, the ids it
     is tied with."""
-    for other in results[1:]:
-        _check_paired(results[0], other)
-    r, first, retain_r, test_r = populations(results[0])
-    pops = [first, *(populations(x)[1] for x in results[1:])]
-    out = metric.pairwise(r, pops, retain_r, test_r, n_boot=n_boot, seed=seed)
+    out = pairwise(results, n_boot, seed)
     adjusted = holm_matrix(out["p_value"])
     ids = [x["id"] for x in results]
     return {"profile": results[0]["profile"], "k": results[0]["k"], "reference_hash": results[0]["reference_hash"],
@@ -89,15 +91,13 @@ def tied_with(ids: list[str], adjusted: np.ndarray) -> dict:
 
 def compare(a: dict, b: dict, n_boot: int = metric.PAIRED_N_BOOT, seed: int = 0) -> dict:
     """The paired comparison of two stored results of one profile and K (see the module)."""
-    _check_paired(a, b)
-    r, pop_a, retain_r, test_r = populations(a)
-    pop_b = populations(b)[1]
-    out = metric.paired_difference(r, pop_a, pop_b, retain_r, test_r, n_boot=n_boot, seed=seed)
-    return {"a": {"id": a["id"], "submission": a["submission"], "score": out["score_a"]},
-            "b": {"id": b["id"], "submission": b["submission"], "score": out["score_b"]},
+    out = pairwise([a, b], n_boot, seed)
+    return {"a": {"id": a["id"], "submission": a["submission"], "score": float(out["scores"][0])},
+            "b": {"id": b["id"], "submission": b["submission"], "score": float(out["scores"][1])},
             "profile": a["profile"], "k": a["k"], "n_forget": a["n_forget"],
-            "difference": out["difference"], "ci95": out["ci95"], "p_value": out["p_value"],
-            "n_boot": out["n_boot"], "seed": seed}
+            "difference": float(out["difference"][0, 1]),
+            "ci95": [float(out["ci_low"][0, 1]), float(out["ci_high"][0, 1])],
+            "p_value": float(out["p_value"][0, 1]), "n_boot": out["n_boot"], "seed": seed}
 
 
 def verdict(c: dict) -> str:

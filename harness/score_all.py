@@ -111,8 +111,13 @@ def separate(protocol: Protocol, results: list[dict], cap: int, workers: int | N
         raise ValueError(f"--separate {cap}: the cap must be above the score's K={k}, e.g. --separate {4 * k}")
     current = dict(enumerate(ranked))             # rank index -> its score at the K reached
     open_pairs, words = list(range(len(ranked) - 1)), {}  # pair i: ranks i+1 and i+2
+    needed = list(current)
     while True:
-        adjusted = metric.holm([compare.compare(current[i], current[i + 1])["p_value"] for i in open_pairs])
+        # Every method of an open pair, compared on one set of draws (each pair's p-value is the
+        # one `harness compare` gives it), the open pairs' p-values adjusted together.
+        p_values = compare.pairwise([current[j] for j in needed])["p_value"]
+        at = {j: n for n, j in enumerate(needed)}
+        adjusted = metric.holm([p_values[at[i], at[i + 1]] for i in open_pairs])
         still = []
         for i, p in zip(open_pairs, adjusted):
             if p < compare.LEVEL:
