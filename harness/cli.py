@@ -227,7 +227,7 @@ def cmd_compare(args) -> int:
     from harness import compare
 
     a, b = _result_of(Path(args.a), args), _result_of(Path(args.b), args)
-    c = compare.compare(a, b, n_boot=args.n_boot)
+    c = compare.compare(a, b, **({} if args.n_boot is None else {"n_boot": args.n_boot}))
     print(json.dumps(c) if args.json else compare.text(c))
     return 0
 
@@ -411,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "latest stored score; scored first if none)")
     cp.add_argument("b", help="the same for the method to compare with: one profile and K, so the runs pair up")
     cp.add_argument("--k", type=int, default=None, help="with submissions: the K of the scores")
-    cp.add_argument("--n-boot", type=int, default=500, help="bootstrap draws (default 500; each scores both methods)")
+    cp.add_argument("--n-boot", type=int, default=None,
+                    help="bootstrap draws, each scoring both methods (default metric.PAIRED_N_BOOT)")
     cp.add_argument("--json", action="store_true", help="print one JSON object: difference (A - B), ci95, p_value")
     common(cp)
     cp.set_defaults(func=cmd_compare)

@@ -42,7 +42,7 @@ N_LEFT_ENDS = int(math.ceil(2 * INTERVAL_BUFFER * GRID_POINTS_PER_UNIT))  # 400 
 NULL_SPLITS = 5              # null_forget_quality: random half/half splits averaged
 NULL_SEED = 0
 N_BOOT = 100                 # score_interval: bootstrap replicates (about 5 s at K=512, N=500)
-PAIRED_N_BOOT = 500          # paired_difference: draws, each scoring both methods (p-values to 1/501)
+PAIRED_N_BOOT = 500          # pairwise: draws, each scoring every method compared
 BOOT_LEVEL = 0.95
 
 # --- Implementation limits (not protocol numbers) -----------------------------------------
