@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {score,score-all,reference,check,leaderboard,compare,ladder,kaggle,score-zip,data,report}`.
+"""Command line: `python -m harness {score,score-all,reference,check,leaderboard,compare,tune,ladder,kaggle,score-zip,data,report}`.
 
 Every expected failure (bad path, unknown profile, failed run) ends with one line on stderr that
 names the problem and the fix, and a non-zero exit code."""
@@ -232,6 +232,26 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from harness import protocol, runner
+
+    runner.Submission.load(args.submission)
+    if args.pool != "rank" or args.profile.endswith(protocol.DEV_SUFFIX):
+        raise ValueError("tune always searches the profile's dev pool: name the profile (e.g. --profile quick), "
+                         "without --pool dev")
+    from harness import tune
+
+    summary = tune.tune(args.submission, _protocol(args), args.trials, k=args.k, workers=args.workers,
+                        progress=not args.quiet)
+    print(tune.table(summary))
+    print(f"  plot: {summary['plot']}")
+    if args.write:
+        print(f"  wrote trial {summary['best_trial']}'s values into {tune.write_best(args.submission, summary)}")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
 def cmd_ladder(args) -> int:
     """The sanity ladder: retrain oracle > finetune > noop on the competition score."""
     from harness import result as result_mod, score
@@ -416,6 +436,19 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="print one JSON object: difference (A - B), ci95, p_value")
     common(cp)
     cp.set_defaults(func=cmd_compare)
+
+    tn = sub.add_parser("tune", help="search a method's SEARCH_SPACE with Optuna on the profile's dev pool (resumable)")
+    tn.add_argument("submission", help="a method file declaring SEARCH_SPACE beside its defaults")
+    tn.add_argument("--trials", type=int, default=40,
+                    help="trials the study should hold, pruned and failed ones included (default 40): run again "
+                         "to resume, or with more to extend it")
+    tn.add_argument("--k", type=int, default=None, help="runs per trial, and retrained models (default 8)")
+    tn.add_argument("--write", action="store_true",
+                    help="put the best trial's values into the file's defaults and the study into its docstring")
+    tn.add_argument("--json", action="store_true",
+                    help="print one JSON object: best_params, best_value, n_trials and the study's details")
+    common(tn)
+    tn.set_defaults(func=cmd_tune)
 
     ld = sub.add_parser("ladder", help="score noop, finetune and the retrain oracle; check their order")
     ld.add_argument("--k", type=int, default=None)

@@ -440,10 +440,11 @@ def run_job(protocol: Protocol, pool, submission: Submission, i: int, budget, ou
 
 
 def run_all(protocol: Protocol, pool, submission: Submission, k: int, budget, workers: int,
-            progress: bool = True) -> list[dict]:
+            progress: bool = True, on_run=None) -> list[dict]:
     """K runs (seeds unlearn_seed0 + i) under `budget` (harness.budget.Budget), reusing every run
     already on disk that is within it. Fails fast: the first failed run stops the score with its
-    reason."""
+    reason. `on_run(records)` sees the runs finished so far ({index: record}) after each new one;
+    what it raises stops the score like a failed run (harness tune prunes a trial so)."""
     from harness import parallel
 
     sandbox = sandbox_mode()
@@ -462,6 +463,8 @@ def run_all(protocol: Protocol, pool, submission: Submission, k: int, budget, wo
             if jobs:
                 for rec in parallel.run(jobs, workers, progress, desc=f"unlearning {submission.name}", unit="run"):
                     records[rec["index"]] = rec
+                    if on_run is not None:
+                        on_run(dict(records))
         finally:
             sweep_boxes()
             cgroups.sweep()

@@ -18,10 +18,11 @@ def population(protocol: Protocol, k: int | None) -> int:
 
 def score(submission_path: str, protocol: Protocol, k: int | None = None, workers: int | None = None,
           budget_fraction: float | None = None, progress: bool = True, record: bool = True,
-          oracle: float | None = None) -> dict:
+          oracle: float | None = None, on_run=None) -> dict:
     """Score a submission. `budget_fraction` gives it a custom budget; `oracle` (or an
     ORACLE_BUDGET_FRACTION declared in the file) scores it as an oracle with its own budget. Either
-    way the result is never ranked beside the protocol budget's (harness.budget)."""
+    way the result is never ranked beside the protocol budget's (harness.budget). `on_run` is
+runner.run_all's."""
     started = time.perf_counter()
     submission = runner.Submission.load(submission_path)   # before anything is written
     k = population(protocol, k)
@@ -31,7 +32,7 @@ def score(submission_path: str, protocol: Protocol, k: int | None = None, worker
     pool_seconds = time.perf_counter() - started
     run_budget = budget.make(protocol, pool, fraction, is_oracle, workers, progress)
     t_runs = time.perf_counter()
-    runs = runner.run_all(protocol, pool, submission, k, run_budget, workers, progress)
+    runs = runner.run_all(protocol, pool, submission, k, run_budget, workers, progress, on_run)
     runs_seconds = time.perf_counter() - t_runs
     overrun = run_budget.mean_overrun([r["seconds"] for r in runs if r.get("seconds") is not None])
     if overrun:   # the runs stay stored: they are sound, it is the score that the rule refuses

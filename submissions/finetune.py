@@ -16,11 +16,16 @@ import torch
 from torch import nn, optim
 
 EPOCHS = 1
+LR = 1e-3
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+# What `harness tune` may change (the published values above stay the yardstick's defaults).
+SEARCH_SPACE = {"LR": ("log", 1e-4, 1e-1), "MOMENTUM": ("float", 0.0, 0.99), "WEIGHT_DECAY": ("log", 1e-5, 1e-2)}
 
 
 def unlearning(net, retain_loader, forget_loader, val_loader):
     criterion = nn.CrossEntropyLoss()
-    optimizer = optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    optimizer = optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS)
     device = next(net.parameters()).device
     net.train()

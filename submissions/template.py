@@ -61,6 +61,10 @@ anything else that is not a weight does not travel.
 Docstring: say where the method comes from, its idea, every hyperparameter (value, published
 value, how it is scaled) and, on a line starting "Tuned:", what was tuned on what.
 
+Tuning: declare the hyperparameters `harness tune` may search as module-level defaults and a
+literal SEARCH_SPACE = {"LR": ("log", 1e-4, 1e-1), "EPOCHS": ("int", 1, 3), "OPT": ["sgd", "adam"]}
+beside them (docs/methods.md, "Tuning"); `tune --write` puts the best values into the defaults.
+
 Tune on the dev pool, rank on the ranking pool: `harness score path.py --pool dev` scores against
 retrained models and unlearning seeds disjoint from the ones that rank (Kaggle's public and private
 leaderboards); choosing hyperparameters on the ranking pool's score is tuning on the test set.
