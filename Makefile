@@ -51,12 +51,17 @@ browser:
 	      { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || \
 	  echo "no chromium, and no way to install it here: the report's browser test will skip"
 
+# Two pytest workers (pytest-xdist): a score's runs leave a core idle while it starts processes,
+# evaluates or waits, and the other worker's tests fill it (16 -> 12 min here). Whole files go to a
+# worker (--dist loadfile), so a file's fixtures are built once; the workers share one pool cache.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) browser
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 # The edit loop's tier: what needs no trained pool (pytest -m "not slow").
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)

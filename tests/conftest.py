@@ -41,8 +41,15 @@ def pytest_collection_modifyitems(items):
 def cache(tmp_path_factory) -> Path:
     # HARNESS_TEST_CACHE keeps the session's cache between test runs (the edit loop's pools are
     # trained once); by default, and in CI, each run trains its own from nothing.
+    # Under pytest-xdist (make test's workers) the workers share one cache beside their temporary
+    # folders: a pool is trained once, its models split between them by the cache's locks.
     kept = os.environ.get("HARNESS_TEST_CACHE")
-    path = Path(kept) if kept else tmp_path_factory.mktemp("cache")
+    if kept:
+        path = Path(kept)
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "cache"
+    else:
+        path = tmp_path_factory.mktemp("cache")
     if keys.install(path, TEST_KEY) != TEST_KEY:
         pytest.exit(f"HARNESS_TEST_CACHE={kept} holds another cache's key: point it at a folder of the tests' own", 2)
     mp = pytest.MonkeyPatch()
