@@ -174,7 +174,7 @@ def suggest(trial, space: dict, defaults: dict) -> dict:
             values[name] = trial.suggest_int(name, spec[1], spec[2])
         else:
             x = trial.suggest_float(name, spec[1], spec[2], log=spec[0] == "log")
-            values[name] = x if x == defaults[name] else _round(x)
+            values[name] = defaults[name] if x == defaults[name] else _round(x)   # 4 stays 4, not 4.0
     return values
 
 

@@ -44,6 +44,8 @@ PUBLISHED_EPOCHS = 4
 NOISE = 1.0                # x the stem's He std (tuned; the published 0.6 on ResNet-18 is 23.7)
 FINAL_NOISE = 0.005 / math.sqrt(2 / (64 * 7 * 7))  # 0.2 x the He std, as published
 LR = 1.0                   # x p.lr, Adam; stands in for the published SGD lr 7e-4 (tuned)
+# What `harness tune` may change (PUBLISHED_EPOCHS alone sets the finetune's length: 5 is 1.67 epochs on default).
+SEARCH_SPACE = {"PUBLISHED_EPOCHS": ("int", 2, 5), "NOISE": ("log", 0.1, 10.0), "LR": ("log", 0.1, 3.0)}
 
 
 def _cycle(loader):

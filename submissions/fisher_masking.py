@@ -42,6 +42,8 @@ from harness import protocol
 R = 0.004
 FINETUNE_EPOCHS = 3  # at 30 training epochs, scaled to p.epochs below
 LR_FACTOR = 0.6
+# What `harness tune` may change (no longer finetune: the Fisher passes and 3 already come near the budget).
+SEARCH_SPACE = {"R": ("log", 0.0004, 0.04), "FINETUNE_EPOCHS": ("int", 1, 3), "LR_FACTOR": ("log", 0.06, 2.0)}
 
 
 def _fisher(net, loader, device):

@@ -42,6 +42,9 @@ RETAIN_LR = 0.3        # x p.lr, Adam; stands in for the published SGD lr 1e-3 (
 UNIFORM_LR = 5.0       # x the retain lr (published 5e-3 vs 1e-3)
 FORGET_LR = 0.3        # x the retain lr (published 3e-4 vs 1e-3)
 TEMPERATURE = 1.15
+# What `harness tune` may change (the published 8 epochs run over the budget; up to about 5 fit it on default).
+SEARCH_SPACE = {"PUBLISHED_EPOCHS": ("int", 1, 8), "RETAIN_LR": ("log", 0.03, 1.0), "UNIFORM_LR": ("log", 0.5, 20.0),
+                "FORGET_LR": ("log", 0.03, 3.0), "TEMPERATURE": ("float", 0.5, 4.0)}
 
 
 def _cycle(loader):

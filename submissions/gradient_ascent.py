@@ -44,6 +44,8 @@ from harness import protocol
 PUBLISHED_FORGET_EPOCHS = 5
 LR_FACTOR = 0.01
 VAL_BATCHES = 4
+# What `harness tune` may change (the step ceiling is cheap: 12 forget-set epochs take about 2 s on default).
+SEARCH_SPACE = {"PUBLISHED_FORGET_EPOCHS": ("int", 2, 12), "LR_FACTOR": ("log", 0.001, 0.1)}
 
 
 @torch.no_grad()

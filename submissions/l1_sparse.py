@@ -42,6 +42,8 @@ PUBLISHED_EPOCHS = 10
 BUDGET_SHARE = 0.6
 LR_FACTOR = 0.1
 GAMMA = 1e-3
+# What `harness tune` may change (BUDGET_SHARE, not PUBLISHED_EPOCHS, sets the length: the cap binds).
+SEARCH_SPACE = {"BUDGET_SHARE": ("float", 0.2, 0.8), "LR_FACTOR": ("log", 0.01, 0.3), "GAMMA": ("log", 1e-5, 1e-2)}
 
 
 def unlearning(net, retain_loader, forget_loader, val_loader):

@@ -35,6 +35,9 @@ PUBLISHED_EPOCHS = 5
 INIT_RATE = 0.3   # share of each conv's weights re-initialised (smallest |grad|)
 SLOW = 0.1        # pace of the other conv weights
 LR = 2.0          # x p.lr, Adam; stands in for the published SGD lr 1e-3 (tuned)
+# What `harness tune` may change (PUBLISHED_EPOCHS is the only knob on the fine-tune's length).
+SEARCH_SPACE = {"INIT_RATE": ("float", 0.05, 0.6), "SLOW": ("log", 0.01, 1.0), "LR": ("log", 0.2, 8.0),
+                "PUBLISHED_EPOCHS": ("int", 2, 6)}
 
 
 def _cycle(loader):

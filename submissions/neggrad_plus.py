@@ -39,6 +39,8 @@ ALPHA = 0.95
 PUBLISHED_EPOCHS = 10
 BUDGET_SHARE = 0.6
 LR_FACTOR = 0.1
+# What `harness tune` may change (BUDGET_SHARE, not PUBLISHED_EPOCHS, sets the length: the cap binds).
+SEARCH_SPACE = {"ALPHA": ("float", 0.7, 0.99), "BUDGET_SHARE": ("float", 0.2, 1.0), "LR_FACTOR": ("log", 0.01, 1.0)}
 
 
 def _cycle(loader):

@@ -43,6 +43,8 @@ PUBLISHED_EPOCHS = 3.2
 PRUNE = 0.7       # share of weights pruned and re-initialised (tuned; published 0.99)
 CLASS_WEIGHT_EXPONENT = -0.1  # CE weight of a class: (its retain count) ** -0.1
 LR = 0.5          # x p.lr, Adam; stands in for the published SGD lr 5e-4 (tuned)
+# What `harness tune` may change (PUBLISHED_EPOCHS is the only knob on the retraining's length).
+SEARCH_SPACE = {"PRUNE": ("float", 0.3, 0.99), "LR": ("log", 0.1, 5.0), "PUBLISHED_EPOCHS": ("float", 1.0, 4.5)}
 
 
 def _cycle(loader):

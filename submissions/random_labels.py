@@ -32,6 +32,8 @@ from harness import protocol
 
 PUBLISHED_EPOCHS = 3
 LR_FACTOR = 0.2
+# What `harness tune` may change (PUBLISHED_EPOCHS is the only knob on the run's length).
+SEARCH_SPACE = {"LR_FACTOR": ("log", 0.02, 1.0), "PUBLISHED_EPOCHS": ("int", 1, 6)}
 
 
 class _Relabelled(Dataset):

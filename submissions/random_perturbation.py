@@ -32,6 +32,8 @@ from harness import protocol
 BETA = 0.7
 PUBLISHED_EPOCHS = 5
 LR_FACTOR = 0.6
+# What `harness tune` may change (PUBLISHED_EPOCHS is the only knob on the finetuning's length).
+SEARCH_SPACE = {"BETA": ("float", 0.2, 1.5), "LR_FACTOR": ("log", 0.1, 3.0), "PUBLISHED_EPOCHS": ("int", 2, 6)}
 
 
 def unlearning(net, retain_loader, forget_loader, val_loader):

@@ -46,6 +46,10 @@ PUBLISHED_WARMUP_EPOCHS = 3
 PUBLISHED_RETAIN_EPOCHS = 3
 TEMPERATURE = 5.0
 LR = 1.0  # x p.lr, Adam; stands in for the published SGD lr 1e-3 (warm-up 0.9 of it); tuned
+# What `harness tune` may change (the two epoch counts are the only knobs on the phases' lengths; at 3 + 3
+# the runs are over budget, so most of their range sums to less).
+SEARCH_SPACE = {"PUBLISHED_WARMUP_EPOCHS": ("int", 0, 3), "PUBLISHED_RETAIN_EPOCHS": ("int", 1, 4),
+                "TEMPERATURE": ("float", 1.0, 10.0), "LR": ("log", 0.1, 5.0)}
 
 
 def _cycle(loader):

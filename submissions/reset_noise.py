@@ -52,6 +52,9 @@ NOISE_SHARE = 0.7  # of the drawn layers get noise
 NOISE = 0.04       # sigma of the weight noise
 STAGE_LRS = [0.2] * SELECT_STAGES + [0.2, 0.2, 0.2, 1.0]  # published SGD lr / 1e-3, per stage
 LR = 1.0  # x p.lr, Adam, for a published SGD lr of 1e-3
+# What `harness tune` may change (PUBLISHED_EPOCHS is the only knob on the run's length; 9 is over budget).
+SEARCH_SPACE = {"SELECT_STAGES": ("int", 2, 8), "NOISE": ("log", 0.005, 0.2), "LR": ("log", 0.1, 5.0),
+                "PUBLISHED_EPOCHS": ("int", 3, 9)}
 
 
 def _cycle(loader):

@@ -37,7 +37,12 @@ from torch import nn
 
 from harness import protocol
 
-PUBLISHED_EPOCHS, MASK_FRACTION = 4, 0.5
+PUBLISHED_EPOCHS = 4
+MASK_FRACTION = 0.5
+LR_FACTOR = 0.3  # x p.lr
+# What `harness tune` may change; 5.5 epochs with the mask pass stays inside the budget.
+SEARCH_SPACE = {"PUBLISHED_EPOCHS": ("float", 1.0, 5.5), "MASK_FRACTION": ("float", 0.1, 0.9),
+                "LR_FACTOR": ("log", 0.03, 3.0)}
 
 
 class _Tagged(torch.utils.data.Dataset):
@@ -78,7 +83,7 @@ def unlearning(net, retain_loader, forget_loader, val_loader):
                                             _Tagged(retain_loader.dataset, False)])
     loader = torch.utils.data.DataLoader(mixed, batch_size=retain_loader.batch_size, shuffle=True)
     steps = max(1, round(PUBLISHED_EPOCHS * p.epochs / 30 * len(loader)))
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.3 * p.lr)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR_FACTOR * p.lr)
     params = dict(net.named_parameters())
     net.train()
     done = 0

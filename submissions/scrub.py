@@ -49,9 +49,16 @@ import torch.nn.functional as F
 
 from harness import protocol
 
-ROUNDS, MAX_ROUNDS, PUBLISHED_EPOCHS = 10, 3, 2.5
-GAMMA, ALPHA, T = 1.0, 0.5, 2.0
+ROUNDS = 10
+MAX_ROUNDS = 3
+PUBLISHED_EPOCHS = 2.5
+LR_FACTOR = 0.7  # x p.lr
+GAMMA, T = 1.0, 2.0
+ALPHA = 0.5
 DECAY_AT = (5, 8, 9)
+# What `harness tune` may change; 4 min-step epochs and 5 max-step rounds stay inside the budget.
+SEARCH_SPACE = {"LR_FACTOR": ("log", 0.1, 3.0), "PUBLISHED_EPOCHS": ("float", 1.0, 4.0),
+                "MAX_ROUNDS": ("int", 1, 5), "ALPHA": ("float", 0.1, 2.0)}
 
 
 def _batches(loader, steps):
@@ -79,7 +86,7 @@ def unlearning(net, retain_loader, forget_loader, val_loader):
     teacher = copy.deepcopy(net).eval()
     for param in teacher.parameters():
         param.requires_grad_(False)
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.7 * p.lr, weight_decay=p.weight_decay)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR_FACTOR * p.lr, weight_decay=p.weight_decay)
     min_steps = max(ROUNDS, round(PUBLISHED_EPOCHS * p.epochs / 30 * len(retain_loader)))
     retain_batches = _batches(retain_loader, min_steps)
     net.train()

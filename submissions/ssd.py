@@ -43,6 +43,8 @@ import torch.nn.functional as F
 ALPHA = 2.5
 LAMBDA = 1.0
 RETAIN_SHARE = 0.25
+# What `harness tune` may change; per-example passes grow with the share, so it stops at 0.35 for the budget.
+SEARCH_SPACE = {"ALPHA": ("log", 1.5, 10.0), "LAMBDA": ("log", 0.1, 2.0), "RETAIN_SHARE": ("float", 0.05, 0.35)}
 
 
 def _fisher_sum(net, loader, into, max_batches=None):

@@ -45,6 +45,9 @@ RETAIN_EPOCHS = 3
 ERASE_LR_FACTOR = 1.0
 RECONSTRUCT_LR_FACTOR = 0.3
 ALPHA = 0.5
+# What `harness tune` may change; 4 retain epochs with the teacher's passes stay inside the budget.
+SEARCH_SPACE = {"FORGET_EPOCHS": ("int", 3, 45), "RETAIN_EPOCHS": ("float", 1.0, 4.0),
+                "ERASE_LR_FACTOR": ("log", 0.1, 5.0), "RECONSTRUCT_LR_FACTOR": ("log", 0.03, 3.0)}
 
 
 def _kl(student_logits, teacher_logits):

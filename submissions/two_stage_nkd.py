@@ -60,6 +60,9 @@ RETRAIN_LR_FACTOR = 0.3
 CE_WEIGHT, KD_WEIGHT = 1.1, 0.9
 KD_FRACTION = 0.2
 T = 4.0
+# What `harness tune` may change; 4.5 retain epochs with KD on 60% of them stay inside the budget.
+SEARCH_SPACE = {"RETAIN_EPOCHS": ("float", 1.0, 4.5), "RETRAIN_LR_FACTOR": ("log", 0.03, 3.0),
+                "KD_FRACTION": ("float", 0.05, 0.6), "T": ("float", 1.0, 8.0)}
 
 
 def _cycle(loader, steps):

@@ -52,9 +52,15 @@ from torch import nn
 
 from harness import protocol
 
-NOISE_STEPS, NOISE_LR, NOISE_L2, COPIES, SUBSET = 40, 0.1, 0.1, 20, 0.2
+NOISE_STEPS, NOISE_LR, NOISE_L2, SUBSET = 40, 0.1, 0.1, 0.2
+COPIES = 20
 NOISE_PER_RETAIN = 0.005  # noise images per retain image: bounds the noise phase's cost
 REPAIR_EPOCHS = 2.5  # of the competition's 30-epoch recipe
+IMPAIR_LR_FACTOR = 0.3  # x p.lr
+REPAIR_LR_FACTOR = 0.3  # x p.lr
+# What `harness tune` may change; 4 repair epochs and 40 noise copies stay inside the budget.
+SEARCH_SPACE = {"IMPAIR_LR_FACTOR": ("log", 0.03, 3.0), "REPAIR_LR_FACTOR": ("log", 0.03, 3.0),
+                "REPAIR_EPOCHS": ("float", 1.0, 4.0), "COPIES": ("int", 1, 40)}
 
 
 def _stack(dataset, indices):
@@ -118,9 +124,9 @@ def unlearning(net, retain_loader, forget_loader, val_loader):
     # Impair: one pass over the noise copies (with the forget labels) and the retain subset.
     x = torch.cat([noise.repeat(COPIES, 1, 1, 1), xr])
     y = torch.cat([y_noise.cpu().repeat(COPIES), yr])
-    _train_pass(net, torch.optim.Adam(net.parameters(), lr=0.3 * p.lr), x, y, bs, device)
+    _train_pass(net, torch.optim.Adam(net.parameters(), lr=IMPAIR_LR_FACTOR * p.lr), x, y, bs, device)
     # Repair: finetune on the whole retain set.
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.3 * p.lr)
+    optimizer = torch.optim.Adam(net.parameters(), lr=REPAIR_LR_FACTOR * p.lr)
     steps = max(1, round(REPAIR_EPOCHS * p.epochs / 30 * len(retain_loader)))
     net.train()
     for batch in _batches(retain_loader, steps):

@@ -179,3 +179,14 @@ def test_tune_refuses_what_it_cannot_search(tmp_path, results):
     r = run_cli("tune", str(SUBMISSIONS / "retrain.py"), "--profile", "quick")
     assert r.returncode == 2 and "is an oracle" in r.stderr
     assert not results.exists()
+
+
+def test_every_method_declares_a_space_its_defaults_fit():
+    # noop has nothing to tune, retrain is an oracle, template is the contract.
+    methods = sorted(p for p in SUBMISSIONS.glob("*.py") if p.stem not in ("noop", "retrain", "template"))
+    assert len(methods) == 21
+    for path in methods:
+        space, defaults = tune.read_space(path)   # raises on a default outside its range
+        assert 1 <= len(space) <= 5, path.name
+        source = path.read_text()
+        assert tune.with_values(source, defaults) == source, path.name   # trial 0 is the file itself
