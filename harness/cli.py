@@ -55,7 +55,31 @@ def cmd_score(args) -> int:
 def cmd_score_all(args) -> int:
     from harness import score_all
 
-    protocol = _protocol(args)
+    if args.scenarios is None:
+        results, failures = _score_all_one(_protocol(args), args)
+        return EXIT_ERROR if failures else 0
+    if args.scenario:
+        raise ValueError("--scenario and --scenarios both choose what is forgotten: pass one of them")
+    names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if len(names) < 2 or len(set(names)) < len(names):
+        raise ValueError(f"--scenarios {args.scenarios}: name two or more different scenarios, e.g. identity,random,class")
+    protocols = {}
+    for name in names:   # every scenario checked before anything is scored
+        args.scenario = name
+        protocols[name] = _protocol(args)
+    settings = {}
+    for name, protocol in protocols.items():
+        print(f"\n## scenario {name} ({protocol.name})", flush=True)
+        settings[name] = _score_all_one(protocol, args)
+    print(f"\nstanding over {len(names)} scenarios (rank in each by score; a failure ranks last, marked ×):")
+    print(score_all.standing_table(score_all.standing(settings), names))
+    return EXIT_ERROR if any(failures for _, failures in settings.values()) else 0
+
+
+def _score_all_one(protocol, args) -> tuple[list[dict], dict[str, str]]:
+    """score-all on one protocol: score, rank, ties, --separate; failures said on stderr."""
+    from harness import score_all
+
     results, failures = score_all.score_all(protocol, Path(args.submissions), k=args.k, workers=args.workers,
                                             progress=not args.quiet)
     if results:
@@ -87,7 +111,7 @@ def cmd_score_all(args) -> int:
     if failures:
         print(f"{len(failures)} method(s) failed; fix them and run the same command again (the others are kept)",
               file=sys.stderr)
-    return EXIT_ERROR if failures else 0
+    return results, failures
 
 
 def cmd_reference(args) -> int:
@@ -357,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--separate", type=int, nargs="?", const=0, default=None, metavar="MAX_K",
                     help="score neighbours the data cannot separate again at 2K, 4K, ... up to MAX_K (default 4K), "
                          "and say where each pair separated")
+    sa.add_argument("--scenarios", default=None, metavar="S1,S2,...",
+                    help="score-all under each scenario (e.g. identity,random,class), then each method's mean rank "
+                         "over them with its spread")
     common(sa)
     sa.set_defaults(func=cmd_score_all)
 

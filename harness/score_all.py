@@ -168,3 +168,45 @@ def ranking(results: list[dict], tied: dict | None = None) -> str:
             + (f" {', '.join(str(rank_of[i]) for i in sorted(tied.get(r['id'], []), key=rank_of.get)) or 'none'} |"
                if tied and r["id"] in tied else " |" if tied else ""))
     return "\n".join(lines)
+
+
+def standing(settings: dict[str, tuple[list[dict], dict[str, str]]]) -> list[dict]:
+    """Each method's rank in every setting (a scenario, a profile) and its mean rank with its spread,
+    as DeepUnlearn aggregates over data sets. `settings`: name -> (results, failures by file name)
+    of one score-all. In a setting, the methods under the competition's budget rank by score (equal
+    scores share their mean rank); a method that failed there (over the budget, an error) ranks
+    last, after all of them. Oracles and custom budgets are never ranked, so they are left out.
+    Best mean rank first; rows: method, ranks {setting: rank}, failed [settings], mean_rank, sd."""
+    import pandas as pd
+
+    ranks, failed = {}, {}
+    for name, (results, failures) in settings.items():
+        ranked = [r for r in results if r["budget"].get("competition")]
+        order = pd.Series({r["submission_name"]: -r["score"] for r in ranked}, dtype=float).rank(method="average")
+        last = len(ranked) + 1.0
+        for method, rank in order.items():
+            ranks.setdefault(method, {})[name] = float(rank)
+        for file in failures:
+            method = Path(file).stem
+            ranks.setdefault(method, {})[name] = last
+            failed.setdefault(method, []).append(name)
+    rows = []
+    for method, by in ranks.items():
+        # A method with no rank in some setting (scored there under another budget) is left out:
+        # its mean would be over fewer settings than the others'.
+        if set(by) != set(settings):
+            continue
+        values = pd.Series([by[s] for s in settings], dtype=float)
+        rows.append({"method": method, "ranks": {s: by[s] for s in settings}, "failed": failed.get(method, []),
+                     "mean_rank": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0})
+    return sorted(rows, key=lambda row: (row["mean_rank"], row["method"]))
+
+
+def standing_table(rows: list[dict], settings: list[str]) -> str:
+    """standing() as a Markdown table; a rank a failure earned is marked with '×'."""
+    lines = ["| standing | method | mean rank | sd | " + " | ".join(settings) + " |",
+             "|" + "---|" * (4 + len(settings))]
+    for n, row in enumerate(rows, 1):
+        cells = [f"{row['ranks'][s]:g}" + (" ×" if s in row["failed"] else "") for s in settings]
+        lines.append(f"| {n} | {row['method']} | {row['mean_rank']:.2f} | {row['sd']:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

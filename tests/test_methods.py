@@ -124,6 +124,54 @@ def test_score_all_separate_grows_k_for_tied_neighbours_and_publishes_only_the_r
     assert bad.returncode == 2 and "the cap must be above the score's K=2" in bad.stderr
 
 
+def _result(name: str, score: float, competition: bool = True) -> dict:
+    return {"submission_name": name, "score": score, "budget": {"competition": competition}}
+
+
+def test_standing_is_the_mean_rank_over_settings_with_failures_last():
+    settings = {
+        "identity": ([_result("a", 0.3), _result("b", 0.2), _result("c", 0.1), _result("oracle", 0.9, False)], {}),
+        "random": ([_result("a", 0.1), _result("b", 0.1)], {"c.py": "over the budget"}),
+        "class": ([_result("a", 0.05), _result("b", 0.2), _result("c", 0.3)], {}),
+    }
+    rows = score_all.standing(settings)
+    assert [row["method"] for row in rows] == ["a", "b", "c"]   # the oracle is never ranked
+    by = {row["method"]: row for row in rows}
+    assert by["a"]["ranks"] == {"identity": 1, "random": 1.5, "class": 3}   # equal scores share their ranks
+    assert by["c"]["ranks"]["random"] == 3 and by["c"]["failed"] == ["random"]   # after both that ranked
+    assert by["a"]["mean_rank"] == pytest.approx(5.5 / 3) and by["c"]["mean_rank"] == pytest.approx(7 / 3)
+    assert by["b"]["sd"] == pytest.approx(0.2887, abs=1e-4)   # ranks 2, 1.5, 2: sample sd
+    table = score_all.standing_table(rows, list(settings))
+    assert "| 3 | c | 2.33 | 1.15 | 3 | 3 × | 1 |" in table
+
+
+def test_score_all_over_scenarios_ranks_in_each_then_stands_by_mean_rank(quick_pool, results, tmp_path):
+    folder = tmp_path / "methods"
+    folder.mkdir()
+    for name in ("noop.py", "finetune.py"):
+        shutil.copy(SUBMISSIONS / name, folder / name)
+    shutil.copy(BAD / "sleeps.py", folder / "sleeps.py")   # fails the budget in every scenario
+    out = run_cli("score-all", "--submissions", str(folder), "--profile", "quick", "--k", "4",
+                  "--scenarios", "identity,random,class", "--quiet")
+    assert out.returncode == 2 and out.stderr.count("error: sleeps.py: run") == 3, out.stderr[-3000:]
+    for name in ("identity (quick)", "random (quick+random-0.02)", "class (quick+class-0)"):
+        assert f"## scenario {name}" in out.stdout
+    table = out.stdout.split("standing over 3 scenarios")[1]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row[1] for row in rows][-1] == "sleeps" and rows[-1][4:] == ["3 ×", "3 ×", "3 × |"]
+    assert {row[1] for row in rows} == {"noop", "finetune", "sleeps"}
+    stored = [json.loads(f.read_text()) for f in results.glob("*.json")]
+    assert sorted(r["scenario"] for r in stored) == ["class", "class", "identity", "identity", "random", "random"]
+    # Each scenario's ranking is the plain score-all's: finetune above noop in the identity one.
+    identity = {r["submission_name"]: r["score"] for r in stored if r["scenario"] == "identity"}
+    rank = {row[1]: row[4] for row in rows}
+    assert rank["finetune"] == ("1" if identity["finetune"] > identity["noop"] else "2")
+    bad = run_cli("score-all", "--profile", "quick", "--scenarios", "identity,identity")
+    assert bad.returncode == 2 and "two or more different scenarios" in bad.stderr
+    bad = run_cli("score-all", "--profile", "quick", "--scenarios", "identity,random", "--scenario", "class")
+    assert bad.returncode == 2 and "pass one of them" in bad.stderr
+
+
 def test_dev_pool_has_the_same_original_and_disjoint_seeds(quick_pool, results):
     dev = protocol.get("quick", "dev")
     assert protocol.get("quick-dev") == dev and dev.name == "quick-dev"
