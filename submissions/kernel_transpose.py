@@ -1,7 +1,11 @@
-"""Kernel transpose, then finetune on the retain set.
+"""Kernel transpose, then finetune on the retain set: one branch of the 5th-place solution, not all of it.
 
-SOURCE: NeurIPS 2023 Machine Unlearning competition, 5th place (re-implemented in
-xcadet/deepunlearn as `KGLTop5`, munl/unlearning/kgltop5.py; facts taken from there, no code).
+SOURCE: NeurIPS 2023 Machine Unlearning competition, 5th place, as re-implemented in
+xcadet/deepunlearn as `KGLTop5` (munl/unlearning/kgltop5.py; facts taken from there, no code).
+That re-implementation, and so this file, holds only the transposition branch. The submitted
+solution blended it, across the K models, with a second branch that trained on pseudo-labels for
+the forget images whose predictions move toward a mistake; no public source we could read gives
+that branch's rule and settings, so it is not here, and this file is named for what it does.
 
 IDEA: swap the two spatial axes of every convolution kernel (W[o, i, h, w] -> W[o, i, w, h]). The
 weights keep their norms and statistics, so the network is a warm start rather than a random one,
