@@ -10,7 +10,9 @@ importing the file:
 ("float", lo, hi) is uniform, ("log", lo, hi) log-uniform, ("int", lo, hi) an integer in [lo, hi],
 and a list is a choice. Each trial writes the file again with its values as the defaults and scores
 that copy like any submission (the dev pool, the protocol budget, the sandbox): a trial over the
-budget, or one whose run fails, is a failed trial. The study lives in SQLite under results/tune/,
+budget, or one whose run fails, is a failed trial: it scores 0, as a failed submission does, and
+TPE is told it broke a constraint, so the search learns to stay out of its region (Optuna's
+sampler ignores trials in its FAIL state, and kept drawing over-budget epoch counts). The study lives in SQLite under results/tune/,
 so a killed tune resumes and `--trials` can grow it; `--write` puts the best trial's values into
 the file's defaults and says so in its docstring."""
 from __future__ import annotations
@@ -36,7 +38,7 @@ PRUNE_AFTER = 5        # complete trials before the pruner stops any
 PRUNE_PERCENTILE = 25.0  # stopped: a trial below this percentile of the earlier ones at half its runs
 SIGNIFICANT = 3        # a suggested float keeps 3 significant digits: what is scored is what a file can say
 KINDS = ("float", "log", "int")
-FAILED = "failed"      # user attribute of a trial that failed on its own (budget, error), which counts
+FAILED = "failed"      # user attribute of a trial that failed (budget, error): it scores 0 and is never best
 
 
 # ---- the file ------------------------------------------------------------------------------------
@@ -198,13 +200,11 @@ def study_paths(submission: Path, protocol: Protocol, k: int) -> tuple[str, Path
 
 
 def counted(trial) -> bool:
-    """A trial that counts towards --trials: complete, pruned, or failed on its own. A trial cut
-    short by kill -9 or Ctrl-C is not (it is run again)."""
+    """A trial that counts towards --trials: finished (scored, failed or pruned). A trial cut short
+    by kill -9 or Ctrl-C is in Optuna's FAIL state and does not count (another is run)."""
     import optuna
 
-    state = trial.state
-    return state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) or \
-        (state == optuna.trial.TrialState.FAIL and FAILED in trial.user_attrs)
+    return trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 # ---- the study ------------------------------------------------------------------------------------
@@ -261,9 +261,10 @@ def tune(submission_path: str, protocol: Protocol, trials: int, k: int | None = 
         except runner.RunError as e:   # over the budget, or a run failed: the trial fails, the study goes on
             reason = str(e).splitlines()[0]
             trial.set_user_attr(FAILED, reason)
+            trial.set_constraint(FAILED, 1.0)   # infeasible: TPE counts it among the bad trials
             print(f"trial {trial.number} failed ({', '.join(f'{n}={v!r}' for n, v in values.items())}): {reason}",
                   file=sys.stderr)
-            return math.nan   # Optuna records a NaN objective as a failed trial
+            return 0.0
         trial.set_user_attr("score_ci95", result["score_ci95"])
         trial.set_user_attr("retrain_fraction", result["seconds"]["unlearning_mean"] / result["seconds"]["retrain_mean"])
         trial.set_user_attr("submission_sha256", result["submission_sha256"])
@@ -277,7 +278,7 @@ def tune(submission_path: str, protocol: Protocol, trials: int, k: int | None = 
             pruner=optuna.pruners.PercentilePruner(PRUNE_PERCENTILE, n_startup_trials=PRUNE_AFTER))
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             # Under the lock, a running trial is one whose process died (kill -9): it does not count.
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         if not study.trials:
             study.enqueue_trial(_as_params(defaults, space))   # trial 0: the file as it is
         done = sum(counted(t) for t in study.get_trials(deepcopy=False))
@@ -286,7 +287,7 @@ def tune(submission_path: str, protocol: Protocol, trials: int, k: int | None = 
             if progress:
                 print(f"tuning {submission.name} on {pool_protocol.name}, K={k}: {todo} trial(s) to go "
                       f"({done} done; study {name}, {db})", file=sys.stderr)
-            # A failed trial counts, and optimize counts it too; an interrupted one stops the study.
+            # An interrupted trial stops the study: run tune again to resume.
             study.optimize(objective, n_trials=todo, show_progress_bar=progress)
     summary = summarise(study, name, db, k, pool_protocol, space)
     summary["plot"] = str(plot(study, folder.with_suffix(".png")))
@@ -304,7 +305,7 @@ def summarise(study, name: str, db: Path, k: int, pool_protocol: Protocol, space
 
     states = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == states.COMPLETE]
+    complete = [t for t in trials if t.state == states.COMPLETE and FAILED not in t.user_attrs]
     if not complete:
         raise RuntimeError(f"study {name} has no complete trial yet ({len(trials)} tried: each failed or was pruned): "
                            f"read the failures with `optuna-dashboard sqlite:///{db}`, fix the file or its "
@@ -317,7 +318,7 @@ def summarise(study, name: str, db: Path, k: int, pool_protocol: Protocol, space
         "best_retrain_fraction": best.user_attrs.get("retrain_fraction"),
         "n_trials": sum(counted(t) for t in trials), "n_complete": len(complete),
         "n_pruned": sum(t.state == states.PRUNED for t in trials),
-        "n_failed": sum(t.state == states.FAIL and FAILED in t.user_attrs for t in trials),
+        "n_failed": sum(t.state == states.COMPLETE and FAILED in t.user_attrs for t in trials),
         "top": [{"trial": t.number, "score": t.value, "ci95": t.user_attrs.get("score_ci95"),
                  "retrain_fraction": t.user_attrs.get("retrain_fraction"), "params": t.user_attrs["values"]}
                 for t in sorted(complete, key=lambda t: (-t.value, t.number))[:5]],
@@ -348,12 +349,12 @@ def plot(study, out: Path) -> Path:
     states = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    done = [t for t in trials if t.state == states.COMPLETE]
+    done = [t for t in trials if t.state == states.COMPLETE and FAILED not in t.user_attrs]
     ax.scatter([t.number for t in done], [t.value for t in done], s=18, label="complete")
     pruned = [t for t in trials if t.state == states.PRUNED and t.intermediate_values]
     ax.scatter([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
                s=18, marker="x", label="pruned (last interim score)")
-    failed = [t.number for t in trials if t.state == states.FAIL and FAILED in t.user_attrs]
+    failed = [t.number for t in trials if FAILED in t.user_attrs]
     if failed:
         ax.scatter(failed, [0.0] * len(failed), s=18, marker="v", label="failed (budget or error), at 0")
     best, line = -math.inf, []
