@@ -197,3 +197,18 @@ def test_every_method_declares_a_space_its_defaults_fit():
         assert 1 <= len(space) <= 5, path.name
         source = path.read_text()
         assert tune.with_values(source, defaults) == source, path.name   # trial 0 is the file itself
+
+
+@pytest.mark.parametrize("interim, stopped", [(2.5, True), (3.0, False), (8.5, False)])
+def test_the_pruner_stops_the_bottom_quarter_at_half_the_runs(interim, stopped):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", pruner=tune.pruner())
+    for v in range(1, 9):   # eight earlier trials, 1..8 at step 4: their 25th percentile is 2.75
+        t = study.ask()
+        t.report(float(v), step=4)
+        study.tell(t, float(v))
+    t = study.ask()
+    t.report(interim, step=4)
+    assert t.should_prune() == stopped
