@@ -171,8 +171,8 @@ def suggest(trial, space: dict, defaults: dict) -> dict:
     values = {}
     for name, spec in space.items():
         if isinstance(spec, list):
-            values[name] = spec[trial.suggest_categorical(name, list(range(len(spec))))] if \
-                any(isinstance(v, bool) or v is None for v in spec) else trial.suggest_categorical(name, spec)
+            values[name] = spec[trial.suggest_categorical(name, list(range(len(spec))))] if _by_index(spec) \
+                else trial.suggest_categorical(name, spec)
         elif spec[0] == "int":
             values[name] = trial.suggest_int(name, spec[1], spec[2])
         else:
@@ -304,8 +304,13 @@ def pruner():
 
 def _as_params(values: dict, space: dict) -> dict:
     """Optuna's params for these values (a choice of True/False/None is stored as its index)."""
-    return {n: space[n].index(v) if isinstance(space[n], list) and
-            any(isinstance(c, bool) or c is None for c in space[n]) else v for n, v in values.items()}
+    return {n: space[n].index(v) if isinstance(space[n], list) and _by_index(space[n]) else v
+            for n, v in values.items()}
+
+
+def _by_index(choices: list) -> bool:
+    """Optuna stores a choice among True/False/None by its index (1 == True would mix them up)."""
+    return any(isinstance(c, bool) or c is None for c in choices)
 
 
 def summarise(study, name: str, db: Path, k: int, pool_protocol: Protocol, space: dict) -> dict:
