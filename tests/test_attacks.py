@@ -149,7 +149,7 @@ def test_a_rescaled_copy_with_a_noisy_head_is_still_a_copy(quick_pool, results):
             disguised[f"{bn}.running_var"] *= 9.0
     head = structure[-1][0]
     noise = torch.randn(disguised[head].shape, generator=torch.Generator().manual_seed(0))
-    disguised[head] += 0.5 * disguised[head].std() * noise
+    disguised[head] += 1.0 * disguised[head].std() * noise  # 0.5 stayed within a quarter on some machines
 
     def raw(state):  # the old weights view: learned tensors as they are
         return np.concatenate([v.double().ravel().numpy() for k, v in sorted(state.items())
