@@ -18,7 +18,8 @@ LADDER = ("submissions/noop.py", "submissions/finetune.py", "submissions/retrain
 CHECK_BUDGET_FRACTION = 5.0  # `check` judges the contract, not the time: a slow method still runs to the end
 
 
-def _protocol(args):
+def _protocol(args, scenario: str | None = None):
+    """The protocol the command line names; `scenario` stands in for --scenario (score-all --scenarios)."""
     from harness import protocol
 
     from harness import data
@@ -26,7 +27,8 @@ def _protocol(args):
     p = protocol.get(args.profile, getattr(args, "pool", "rank"))
     p = p.replace(secret_seeds=False) if getattr(args, "public_seeds", False) else p
     p = p.replace(precision=args.precision) if getattr(args, "precision", None) else p  # named by data.resolve
-    return data.resolve(p, getattr(args, "data", None), getattr(args, "scenario", None), getattr(args, "label", None))
+    return data.resolve(p, getattr(args, "data", None), scenario or getattr(args, "scenario", None),
+                        getattr(args, "label", None))
 
 
 def _report(result: dict, as_json: bool) -> int:
@@ -63,10 +65,7 @@ def cmd_score_all(args) -> int:
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if len(names) < 2 or len(set(names)) < len(names):
         raise ValueError(f"--scenarios {args.scenarios}: name two or more different scenarios, e.g. identity,random,class")
-    protocols = {}
-    for name in names:   # every scenario checked before anything is scored
-        args.scenario = name
-        protocols[name] = _protocol(args)
+    protocols = {name: _protocol(args, name) for name in names}   # every scenario checked before anything is scored
     settings = {}
     for name, protocol in protocols.items():
         print(f"\n## scenario {name} ({protocol.name})", flush=True)

@@ -717,6 +717,13 @@ def final_score(forget_quality, retain_acc_u, retain_acc_r, test_acc_u, test_acc
     return f * (rau / rar) * (tau / tar)
 
 
+def competition_score(retrain_conf, unlearned_conf, retain_acc_u, retain_acc_r, test_acc_u, test_acc_r) -> float:
+    """The score of K_u runs' forget confidences [K_u, N] against K_r retrained models' [K_r, N], with
+    each model's accuracies ([K_u], [K_r]): forget quality scaled by the mean accuracies' ratios."""
+    return final_score(forget_quality(retrain_conf, unlearned_conf), np.mean(retain_acc_u), np.mean(retain_acc_r),
+                       np.mean(test_acc_u), np.mean(test_acc_r))
+
+
 # =============================================================================================
 # Null ceiling and bootstrap interval
 # =============================================================================================
@@ -851,7 +858,7 @@ def score_interval(retrain_conf, unlearned_conf, retain_acc_u, retain_acc_r, tes
     tail = (1 - float(level)) / 2 * 100
     low, high = np.percentile(scores, [tail, 100 - tail])
     if recentre:
-        point = final_score(forget_quality(r, u), rau.mean(), rar.mean(), tau.mean(), tar.mean())
+        point = competition_score(r, u, rau, rar, tau, tar)
         shift = point - float(scores.mean())
         low, high = low + shift, high + shift
     return float(low), float(high)
@@ -927,8 +934,7 @@ def pairwise(retrain_conf, pops: list, retain_acc_r, test_acc_r, n_boot: int = P
         raise ValueError("the methods must be two or more and hold the same runs to be paired: shapes "
                          f"{[u.shape for u, _, _ in checked]}")
     _check_boot(n_boot, level)
-    point = np.array([final_score(forget_quality(r, u), rau.mean(), rar.mean(), tau.mean(), tar.mean())
-                      for u, rau, tau in checked])                                # [P]
+    point = np.array([competition_score(r, u, rau, rar, tau, tar) for u, rau, tau in checked])                                # [P]
     reps = _replicates(r, checked, rar, tar, int(n_boot), seed)                  # [n_boot, P]
     d = reps[:, :, None] - reps[:, None, :]                                      # [n_boot, P, P]
     diff = point[:, None] - point[None, :]                                       # [P, P]

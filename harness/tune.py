@@ -185,10 +185,8 @@ def interim_score(retrain_conf: np.ndarray, pool, records: dict) -> float:
     """The score of the runs finished so far (>= 2) against the whole pool: what the pruner sees."""
     runs = [records[i] for i in sorted(records)]
     conf = np.array([r["forget_confidences"] for r in runs], dtype=np.float64)          # [j, N]
-    f = metric.forget_quality(retrain_conf, conf)
-    acc = {key: np.mean([r[key] for r in runs]) for key in ("retain_acc", "test_acc")}
-    return metric.final_score(f, acc["retain_acc"], np.mean(pool.accuracies("retain_acc")),
-                              acc["test_acc"], np.mean(pool.accuracies("test_acc")))
+    return metric.competition_score(retrain_conf, conf, [r["retain_acc"] for r in runs], pool.accuracies("retain_acc"),
+                                    [r["test_acc"] for r in runs], pool.accuracies("test_acc"))
 
 
 def study_paths(submission: Path, protocol: Protocol, k: int) -> tuple[str, Path]:
