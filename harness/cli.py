@@ -95,7 +95,11 @@ def _score_all_one(protocol, args) -> tuple[list[dict], dict[str, str]]:
                 tied = score_all.compare_ranked(results)
             except (FileNotFoundError, ValueError) as e:  # runs no longer in the cache: the ranking stands
                 print(f"note: no ties column: {e}", file=sys.stderr)
-        print(score_all.ranking(results, tied))
+        tuned = score_all.tuned_studies(Path(args.submissions)) or None
+        print(score_all.ranking(results, tied, tuned))
+        if tuned:
+            print("\n'tuned': the trials of the method's `harness tune` study and its best dev score, as its file says "
+                  "(the best of many trials on the dev pool, so optimistic; the score beside it is the ranking pool's)")
         if tied:
             print("\n'tied with': the ranks a method's score cannot be told apart from (paired bootstrap of every "
                   "pair, Holm-corrected, 5% level)")

@@ -144,13 +144,15 @@ def separate(protocol: Protocol, results: list[dict], cap: int, workers: int | N
             for i in sorted(words)]
 
 
-def ranking(results: list[dict], tied: dict | None = None) -> str:
+def ranking(results: list[dict], tied: dict | None = None, tuned: dict | None = None) -> str:
     """The ranking as a Markdown table: the results under the competition's budget, best score
     first, then (unranked) the others: an oracle's own budget, a custom one. With `tied`
-    (compare_ranked), a last column gives the ranks each ranked method is tied with."""
-    head = ("| rank | method | score | 95% interval | F / null ceiling | retain acc | test acc | forget acc "
+    (compare_ranked), a last column gives the ranks each ranked method is tied with; with `tuned`
+    (method name -> tune.recorded), two columns give its study's trials and best dev score."""
+    head = ("| rank | method |" + (" tuned: trials | dev score |" if tuned is not None else "")
+            + " score | 95% interval | F / null ceiling | retain acc | test acc | forget acc "
             "| s per run | × one retrain | slowest run / limit |" + (" tied with |" if tied else ""))
-    lines = [head, "|" + "---|" * (12 if tied else 11)]
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     ranked = sorted((r for r in results if r["budget"].get("competition")), key=lambda r: -r["score"])
     others = sorted((r for r in results if not r["budget"].get("competition")), key=lambda r: -r["score"])
     rank_of = {r["id"]: n for n, r in enumerate(ranked, 1)}
@@ -160,14 +162,25 @@ def ranking(results: list[dict], tied: dict | None = None) -> str:
         within = ("within" if b["over_budget_runs"] == 0 else
                   f"{b['over_budget_runs']} over the budget, within its tolerance")
         note = f"; {b['not_competition']}" if b.get("not_competition") else ""
+        study = (tuned or {}).get(r["submission_name"])
         lines.append(
-            f"| {rank} | {r['submission_name']} | {r['score']:.4f} | [{lo:.4f}, {hi:.4f}] "
+            f"| {rank} | {r['submission_name']} |"
+            + ("" if tuned is None else f" {study['trials']} | {study['dev_score']:.4f} |" if study else " - | - |")
+            + f" {r['score']:.4f} | [{lo:.4f}, {hi:.4f}] "
             f"| {100 * r['relative_forget_quality']:.0f}% | {r['retain_acc']:.1f}% | {r['test_acc']:.1f}% "
             f"| {r['forget_acc']:.1f}% | {s['unlearning_mean']:.2f} | {s['unlearning_mean'] / s['retrain_mean']:.2f} "
             f"| {s['unlearning_max']:.2f} / {b['limit_s']:.2f} s ({within}{note}) |"
             + (f" {', '.join(str(rank_of[i]) for i in sorted(tied.get(r['id'], []), key=rank_of.get)) or 'none'} |"
                if tied and r["id"] in tied else " |" if tied else ""))
     return "\n".join(lines)
+
+
+def tuned_studies(folder: Path) -> dict:
+    """Method name -> what its file says `harness tune` found (tune.recorded), for the methods that say."""
+    from harness import tune
+
+    found = {p.stem: tune.recorded(p.read_text()) for p in methods(folder)}
+    return {name: study for name, study in found.items() if study}
 
 
 def standing(settings: dict[str, tuple[list[dict], dict[str, str]]]) -> list[dict]:

@@ -21,6 +21,7 @@ import ast
 import datetime as dt
 import hashlib
 import math
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -157,6 +158,17 @@ def with_tuned_line(source: str, text: str, width: int = 100) -> str:
         text_lines[at:end] = para
     doc = "\n".join(text_lines) + ("\n" if inner.endswith("\n") else "") + quote + after
     return "".join(lines[:first.lineno - 1]) + doc + "".join(lines[first.end_lineno:])
+
+
+_RECORDED = re.compile(r"Tuned: `harness tune`, study (\S+): (\d+) trials .*? dev score ([0-9.]+)")
+
+
+def recorded(source: str) -> dict | None:
+    """What a method file's docstring says `tune --write` found ({study, trials, dev_score}), or None
+    for a file that was not tuned by `harness tune`: the README's table reads the shipped file."""
+    doc = ast.get_docstring(ast.parse(source)) or ""
+    found = _RECORDED.search(" ".join(doc.split()))
+    return found and {"study": found[1], "trials": int(found[2]), "dev_score": float(found[3])}
 
 
 # ---- a trial --------------------------------------------------------------------------------------

@@ -59,6 +59,13 @@ def test_score_all_scores_every_method_on_quick_then_resumes_without_rescoring(q
     # every score is 0), so the data separates no two of them and each is tied with every other.
     head = next(line for line in out.stdout.splitlines() if line.startswith("| rank"))
     assert head.endswith("| tied with |")
+    # The methods `harness tune` re-tuned show their study's trials and dev score, read from their files.
+    studies = score_all.tuned_studies(SUBMISSIONS)
+    assert studies and head.startswith("| rank | method | tuned: trials | dev score | score |")
+    for line in table:
+        name, trials, dev = line.split(" | ")[1:4]
+        assert (trials, dev) == ((str(studies[name]["trials"]), f"{studies[name]['dev_score']:.4f}") if name in studies
+                                 else ("-", "-")), line
     ranked = [line for line in table if not line.startswith("| - |")]
     for line in ranked:
         rank = int(line.split(" | ")[0].removeprefix("| "))

@@ -155,6 +155,9 @@ def test_tune_resumes_after_kill_9_then_writes_only_defaults_and_docstring(quick
 
     assert without_tuned(new) == without_tuned(old)
     assert f"study {name}: 8 trials" in method.read_text()
+    # What score-all's table reads back from the written file.
+    assert tune.recorded(method.read_text()) == {"study": name, "trials": 8,
+                                                 "dev_score": float(f"{summary['best_value']:.4f}")}
     assert tune.read_space(method)[1] == summary["best_params"]
     check = run_cli("check", str(method))
     assert check.returncode == 0, check.stderr[-3000:]
@@ -197,6 +200,12 @@ def test_every_method_declares_a_space_its_defaults_fit():
         assert 1 <= len(space) <= 5, path.name
         source = path.read_text()
         assert tune.with_values(source, defaults) == source, path.name   # trial 0 is the file itself
+        # A file `tune --write` wrote is read back by score-all's table; one it did not write reads as untuned.
+        study = tune.recorded(source)
+        assert ("Tuned: `harness tune`" in source) == (study is not None), path.name
+        if study:
+            assert study["study"].startswith(path.stem + "-") and study["trials"] >= 40 and 0 < study["dev_score"] < 1
+    assert tune.recorded("def f(): pass\n") is None
 
 
 @pytest.mark.parametrize("interim, stopped", [(2.5, True), (3.0, False), (8.5, False)])
