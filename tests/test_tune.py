@@ -111,7 +111,7 @@ def test_tune_resumes_after_kill_9_then_writes_only_defaults_and_docstring(quick
     shutil.copy(SUBMISSIONS / "finetune.py", method)
     args = ["tune", str(method), "--trials", "8", "--k", "4", "--profile", "quick"]
     name, db = tune.study_paths(method, protocol.QUICK, 4)
-    assert name.startswith("finetune-") and name.endswith("-quick-dev-k4") and db.parent == results / "tune"
+    assert name.startswith("finetune-") and name.endswith("-quick-dev-k4-v2") and db.parent == results / "tune"
     proc = subprocess.Popen([sys.executable, "-m", "harness", *args, "--quiet"], cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -218,6 +218,11 @@ def test_the_pruner_stops_the_bottom_quarter_at_half_the_runs(interim, stopped):
         t = study.ask()
         t.report(float(v), step=4)
         study.tell(t, float(v))
+    for _ in range(8):      # trials that failed after reporting (over the budget) set no bar, however high
+        t = study.ask()
+        t.set_user_attr(tune.FAILED, "over the budget")
+        t.report(100.0, step=4)
+        study.tell(t, 0.0)
     t = study.ask()
     t.report(interim, step=4)
     assert t.should_prune() == stopped
