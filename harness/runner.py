@@ -443,8 +443,9 @@ def run_all(protocol: Protocol, pool, submission: Submission, k: int, budget, wo
             progress: bool = True, on_run=None) -> list[dict]:
     """K runs (seeds unlearn_seed0 + i) under `budget` (harness.budget.Budget), reusing every run
     already on disk that is within it. Fails fast: the first failed run stops the score with its
-    reason. `on_run(records)` sees the runs finished so far ({index: record}) after each new one;
-    what it raises stops the score like a failed run (harness tune prunes a trial so)."""
+    reason. `on_run(records)` sees the runs finished so far ({index: record}): the stored ones
+    first, then after each new one; what it raises stops the score like a failed run (harness tune
+    prunes a trial so, and decides the same whether a run was stored or made now)."""
     from harness import parallel
 
     sandbox = sandbox_mode()
@@ -460,6 +461,8 @@ def run_all(protocol: Protocol, pool, submission: Submission, k: int, budget, wo
         todo = [i for i in range(k) if i not in records]
         jobs = [run_job(protocol, pool, submission, i, budget, folder, sandbox) for i in todo]
         try:
+            if on_run is not None:
+                on_run(dict(records))
             if jobs:
                 for rec in parallel.run(jobs, workers, progress, desc=f"unlearning {submission.name}", unit="run"):
                     records[rec["index"]] = rec

@@ -255,14 +255,15 @@ def tune(submission_path: str, protocol: Protocol, trials: int, k: int | None = 
         looked = False
 
         def on_run(records: dict) -> None:
-            # One look, at half the runs: the pruner compares every trial at the same step, on the
-            # same number of runs, and never compounds a noisy look at each step (at K=8 a median
-            # test after every run stopped 32 of a study's 40 trials).
+            # One look, at runs 0 .. half-1: the pruner compares every trial at the same step, on
+            # the same runs, and never compounds a noisy look at each step (at K=8 a median test
+            # after every run stopped 32 of a study's 40 trials). Those runs, not the first half to
+            # finish: which runs finish first, or were stored by an earlier study, must not change
+            # what is pruned.
             nonlocal looked
-            if len(records) >= half and not looked:
+            if not looked and all(i in records for i in range(half)):
                 looked = True
-                trial.report(interim_score(retrain_conf, pool, {i: records[i] for i in sorted(records)[:half]}),
-                             step=half)
+                trial.report(interim_score(retrain_conf, pool, {i: records[i] for i in range(half)}), step=half)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"after {half} of {k} runs")
 

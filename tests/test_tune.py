@@ -163,6 +163,29 @@ def test_tune_resumes_after_kill_9_then_writes_only_defaults_and_docstring(quick
     assert check.returncode == 0, check.stderr[-3000:]
 
 
+def test_a_study_made_again_from_stored_runs_is_the_same_study(quick_pool, results, tmp_path):
+    """Every trial is looked at on the same runs whether they were made now or stored by an earlier
+    study: the same study from nothing, over the same runs, reports and prunes the same."""
+    import optuna
+
+    method = tmp_path / "finetune.py"
+    shutil.copy(SUBMISSIONS / "finetune.py", method)
+    args = ("tune", str(method), "--trials", "7", "--k", "4", "--profile", "quick", "--json", "--quiet")
+
+    def study() -> list:
+        r = run_cli(*args)
+        assert r.returncode == 0, r.stderr[-3000:]
+        summary = json.loads(r.stdout.strip().splitlines()[-1])
+        trials = optuna.load_study(study_name=summary["study"], storage=summary["storage"]).trials
+        return [(t.state.name, t.value, t.intermediate_values, t.params) for t in trials]
+
+    first = study()
+    assert sum(1 for _, _, looked, _ in first if looked) >= 5   # the pruner looked at every trial with 2 runs
+    for path in (results / "tune").iterdir():   # the study goes; the runs it made stay in the cache
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert study() == first
+
+
 def test_an_over_budget_trial_fails_and_the_study_goes_on(quick_pool, results, tmp_path):
     method = tmp_path / "tunable_sleep.py"
     shutil.copy(BAD / "tunable_sleep.py", method)
