@@ -65,7 +65,7 @@ def cmd_score_all(args) -> int:
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if len(names) < 2 or len(set(names)) < len(names):
         raise ValueError(f"--scenarios {args.scenarios}: name two or more different scenarios, e.g. identity,random,class")
-    protocols = {name: _protocol(args, name) for name in names}   # every scenario checked before anything is scored
+    protocols = {name: _protocol(args, name) for name in names}   # all checked before anything is scored
     settings = {}
     for name, protocol in protocols.items():
         print(f"\n## scenario {name} ({protocol.name})", flush=True)

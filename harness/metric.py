@@ -934,7 +934,7 @@ def pairwise(retrain_conf, pops: list, retain_acc_r, test_acc_r, n_boot: int = P
         raise ValueError("the methods must be two or more and hold the same runs to be paired: shapes "
                          f"{[u.shape for u, _, _ in checked]}")
     _check_boot(n_boot, level)
-    point = np.array([competition_score(r, u, rau, rar, tau, tar) for u, rau, tau in checked])                                # [P]
+    point = np.array([competition_score(r, u, rau, rar, tau, tar) for u, rau, tau in checked])   # [P]
     reps = _replicates(r, checked, rar, tar, int(n_boot), seed)                  # [n_boot, P]
     d = reps[:, :, None] - reps[:, None, :]                                      # [n_boot, P, P]
     diff = point[:, None] - point[None, :]                                       # [P, P]

@@ -161,7 +161,8 @@ def with_tuned_line(source: str, text: str, width: int = 100) -> str:
     return "".join(lines[:first.lineno - 1]) + doc + "".join(lines[first.end_lineno:])
 
 
-_RECORDED = re.compile(r"Tuned: `harness tune`, study (\S+): (\d+) trials .*? dev score ([0-9.]+)")
+TUNED = "Tuned: `harness tune`, study"   # how write_best's paragraph starts, and what recorded() reads
+_RECORDED = re.compile(re.escape(TUNED) + r" (\S+): (\d+) trials .*? dev score ([0-9.]+)")
 
 
 def recorded(source: str) -> dict | None:
@@ -429,7 +430,7 @@ def write_best(submission_path: str, summary: dict) -> Path:
     date = dt.date.today().isoformat()
     values = ", ".join(f"{n} = {repr(v)}" for n, v in summary["best_params"].items())
     ci = summary["best_ci95"]
-    text = (f"Tuned: `harness tune`, study {summary['study']}: {summary['n_trials']} trials "
+    text = (f"{TUNED} {summary['study']}: {summary['n_trials']} trials "
             f"({summary['n_complete']} complete, {summary['n_pruned']} pruned, {summary['n_failed']} failed; TPE, "
             f"pruner at half the runs) on the {summary['profile']} pool at K={summary['k']}, {date}. Best, trial "
             f"{summary['best_trial']}: dev score {summary['best_value']:.4f}"
