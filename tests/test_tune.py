@@ -249,3 +249,32 @@ def test_the_pruner_stops_the_bottom_quarter_at_half_the_runs(interim, stopped):
     t = study.ask()
     t.report(interim, step=4)
     assert t.should_prune() == stopped
+
+
+def test_the_best_written_is_the_best_within_the_headroom(tmp_path):
+    """TPE's best trials sit at the budget's edge, which another machine's speed can tip over: the
+    trial `--write` takes is the best whose runs used at most HEADROOM of the budget, and a study
+    with none such says so rather than writing an edge."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+
+    def add(score, share):
+        t = study.ask()
+        t.set_user_attr("values", {"LR": score})
+        t.set_user_attr("retrain_fraction", share * protocol.DEFAULT.unlearn_budget_fraction)
+        t.set_user_attr("budget_share", share)
+        study.tell(t, score)
+
+    add(0.30, 0.99)               # the study's best, at the edge
+    add(0.20, tune.HEADROOM)      # the best within the headroom
+    add(0.10, 0.50)
+    summary = tune.summarise(study, "s", tmp_path / "s.db", 8, protocol.DEFAULT, {})
+    assert summary["best_value"] == 0.20 and summary["best_params"] == {"LR": 0.20}
+    assert summary["n_over_headroom"] == 1 and summary["top"][0]["score"] == 0.30
+    assert "99%*" in tune.table(summary) and "trial 1" in tune.table(summary)
+    study = optuna.create_study(direction="maximize")   # only an edge
+    add(0.30, 0.99)
+    with pytest.raises(RuntimeError, match="no complete trial within 85% of the budget"):
+        tune.summarise(study, "s", tmp_path / "s.db", 8, protocol.DEFAULT, {})
