@@ -29,9 +29,9 @@ profile's training lr `p.lr`, keeping the published ratios between the three pha
 Cost: 3.2 retain epochs on default, about 5.6 s per run (budget 10 s).
 Tuned: `harness tune`, study forget_contrast_strengthen-f419bdfb-default-dev-k8-v2: 40 trials (19
 complete, 6 pruned, 15 failed; TPE, pruner at half the runs) on the default-dev pool at K=8,
-2026-12-03. Best, trial 7: dev score 0.1549 [0.1243, 0.1836] with EPOCHS_OF_30 = 3, RETAIN_LR =
-0.453, UNIFORM_LR = 2.69, FORGET_LR = 0.411, TEMPERATURE = 0.566: the file runs these, where the
-text above gives other values.
+2026-12-03. Best within 85% of the budget, trial 7: dev score 0.1549 [0.1243, 0.1836] with
+EPOCHS_OF_30 = 3, RETAIN_LR = 0.453, UNIFORM_LR = 2.69, FORGET_LR = 0.411, TEMPERATURE = 0.566: the
+file runs these, where the text above gives other values.
 """
 import math
 

@@ -28,9 +28,10 @@ Hyperparameters (published -> here):
   an SGD decay does not carry over to Adam).
 - loss: plain CE (published: no class weights); the loaders' batch size (64, published 64).
 Tuned: `harness tune`, study reset_noise-9ae48cd9-default-dev-k8-v2: 40 trials (25 complete, 1
-pruned, 14 failed; TPE, pruner at half the runs) on the default-dev pool at K=8, 2026-12-03. Best,
-trial 32: dev score 0.0648 [0.0536, 0.0790] with SELECT_STAGES = 3, NOISE = 0.0124, LR = 0.816,
-EPOCHS_OF_30 = 3: the file runs these, where the text above gives other values.
+pruned, 14 failed; TPE, pruner at half the runs) on the default-dev pool at K=8, 2026-12-03. Best
+within 85% of the budget, trial 38: dev score 0.0624 [0.0483, 0.0777] with SELECT_STAGES = 2, NOISE
+= 0.00815, LR = 0.74, EPOCHS_OF_30 = 3: the file runs these, where the text above gives other
+values.
 """
 import random
 
@@ -41,12 +42,12 @@ from torch import nn
 from harness import protocol
 
 EPOCHS_OF_30 = 3  # epochs of the competition's 30-epoch recipe, scaled to the profile's
-SELECT_STAGES = 3
+SELECT_STAGES = 2
 DRAW_SHARE = 9 / 21  # layers trained per select stage: 9 of the ResNet-18's 21 conv/linear layers
 NOISE_SHARE = 0.7  # of the drawn layers get noise
-NOISE = 0.0124       # sigma of the weight noise
+NOISE = 0.00815       # sigma of the weight noise
 STAGE_LRS = [0.2] * SELECT_STAGES + [0.2, 0.2, 0.2, 1.0]  # published SGD lr / 1e-3, per stage
-LR = 0.816  # x p.lr, Adam, for a published SGD lr of 1e-3
+LR = 0.74  # x p.lr, Adam, for a published SGD lr of 1e-3
 # What `harness tune` may change (EPOCHS_OF_30 is the only knob on the run's length; 9 is over budget).
 SEARCH_SPACE = {"SELECT_STAGES": ("int", 2, 8), "NOISE": ("log", 0.005, 0.2), "LR": ("log", 0.1, 5.0),
                 "EPOCHS_OF_30": ("int", 3, 9)}

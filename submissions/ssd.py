@@ -34,9 +34,9 @@ HYPERPARAMETERS
   On a CPU ResNet-18 that is ~25-37 ms per example: a kaggle-mini-sized run (150 forget, 1,900 retain
   images) took 15 s in a one-thread test, over that profile's 10 s budget; fine on a GPU.
 Tuned: `harness tune`, study ssd-7d8157fc-default-dev-k8-v2: 40 trials (15 complete, 14 pruned, 11
-failed; TPE, pruner at half the runs) on the default-dev pool at K=8, 2026-12-03. Best, trial 23:
-dev score 0.1038 [0.0853, 0.1301] with ALPHA = 2.22, LAMBDA = 0.137, RETAIN_SHARE = 0.087: the file
-runs these, where the text above gives other values.
+failed; TPE, pruner at half the runs) on the default-dev pool at K=8, 2026-12-03. Best within 85% of
+the budget, trial 23: dev score 0.1038 [0.0853, 0.1301] with ALPHA = 2.22, LAMBDA = 0.137,
+RETAIN_SHARE = 0.087: the file runs these, where the text above gives other values.
 """
 import torch
 import torch.nn.functional as F

@@ -26,10 +26,10 @@ HYPERPARAMETERS
 - the random teacher runs in train mode (batch statistics): its reset BatchNorm running stats
   (mean 0, var 1) would blow its logits up on raw 0..255 pixels, turning "random" into one-hot.
 Tuned: `harness tune`, study stochastic_teacher-2d69162d-default-dev-k8-v2: 40 trials (29 complete,
-6 pruned, 5 failed; TPE, pruner at half the runs) on the default-dev pool at K=8, 2026-12-03. Best,
-trial 12: dev score 0.1378 [0.1100, 0.1665] with FORGET_EPOCHS = 4, RETAIN_EPOCHS = 3.17,
-ERASE_LR_FACTOR = 0.103, RECONSTRUCT_LR_FACTOR = 2.09: the file runs these, where the text above
-gives other values.
+6 pruned, 5 failed; TPE, pruner at half the runs) on the default-dev pool at K=8, 2026-12-03. Best
+within 85% of the budget, trial 12: dev score 0.1378 [0.1100, 0.1665] with FORGET_EPOCHS = 4,
+RETAIN_EPOCHS = 3.17, ERASE_LR_FACTOR = 0.103, RECONSTRUCT_LR_FACTOR = 2.09: the file runs these,
+where the text above gives other values.
 """
 import copy
 import math
