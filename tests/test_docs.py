@@ -365,3 +365,26 @@ def test_slugs_follow_github():
     assert slug("Why 24×24 on `default`") == "why-2424-on-default"
     assert slug("GPU and cluster") == "gpu-and-cluster"
     assert slug("`kaggle-mini`") == "kaggle-mini"
+
+
+def _markdown_rows(text: str, head: str) -> dict[str, dict[str, str]]:
+    """The rows of the Markdown table whose header starts with `head`, by method."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(head))
+    names = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in itertools.takewhile(lambda line: line.startswith("|"), lines[start + 2:]):
+        cells = dict(zip(names, (c.strip() for c in line.strip("|").split("|"))))
+        rows[cells["method"]] = cells
+    return rows
+
+
+def test_the_readmes_ranking_is_the_methods_pages_ranking():
+    """README's ranking is a column subset of the score-all table in docs/methods.md: the same
+    methods, ranks, scores, intervals, times and ties, so one cannot be pasted without the other."""
+    head = "| rank | method | tuned: trials | dev score | score |"
+    short = _markdown_rows(README.read_text(), head)
+    full = _markdown_rows((DOCS / "methods.md").read_text(), head)
+    assert short.keys() == full.keys() and len(short) >= 21
+    for method, row in short.items():
+        assert row == {k: full[method][k] for k in row}, method

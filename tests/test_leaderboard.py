@@ -217,6 +217,12 @@ def test_ties_stored_by_score_all_show_as_the_ranks_a_row_is_tied_with(filled):
     assert list(leaderboard.table(filled, "default")["tied_with"][:3]) == ["none", "none", "none"]
 
 
+@pytest.mark.parametrize("ranks, text", [([1, 2, 3, 4, 6, 8, 9], "1-4, 6, 8, 9"), ([2], "2"), ([], ""),
+                                         ([5, 3, 4], "3-5"), ([1, 2, 4, 5], "1, 2, 4, 5")])
+def test_tied_ranks_read_as_spans(ranks, text):
+    assert leaderboard.rank_list(ranks) == text
+
+
 def test_render_empty_table(tmp_path):
     text = leaderboard.render(leaderboard.table(tmp_path / "results", profile="quick"))
     assert len(text.splitlines()) == 1

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from conftest import BAD, SUBMISSIONS
-from harness import cli, protocol, reference_pool, score_all
+from harness import cli, leaderboard, protocol, reference_pool, score_all
 from conftest import run_cli
 from test_score import last_json
 
@@ -69,8 +69,8 @@ def test_score_all_scores_every_method_on_quick_then_resumes_without_rescoring(q
     ranked = [line for line in table if not line.startswith("| - |")]
     for line in ranked:
         rank = int(line.split(" | ")[0].removeprefix("| "))
-        assert line.split(" | ")[-1].removesuffix(" |").split(", ") == [str(n) for n in range(1, len(ranked) + 1)
-                                                                          if n != rank], line
+        assert line.split(" | ")[-1].removesuffix(" |") == leaderboard.rank_list(
+            n for n in range(1, len(ranked) + 1) if n != rank), line
     ties = json.loads((results / "comparisons" / "quick-k2.json").read_text())
     assert len(ties["ids"]) == len(ranked) and ties["level"] == 0.05
     board = run_cli("leaderboard", "--profile", "quick")

@@ -21,6 +21,18 @@ TABLE_COLUMNS = (
 )
 
 
+def rank_list(ranks) -> str:
+    """Ranks as text, runs of three or more as a span: [1, 2, 3, 4, 6, 8, 9] -> "1-4, 6, 8, 9"."""
+    out, run = [], []
+    for r in sorted(ranks):
+        if run and r != run[-1] + 1:
+            out.append(run)
+            run = []
+        run.append(r)
+    out += [run] if run else []
+    return ", ".join(f"{g[0]}-{g[-1]}" if len(g) >= 3 else ", ".join(map(str, g)) for g in out)
+
+
 def table(results_dir: Path, profile: str | None = None, history: bool = False) -> "pd.DataFrame":
     """The ranking of the results stored in results_dir (see `ranked`). The database is built from
     the JSON files first when it is missing."""
@@ -84,7 +96,7 @@ def ranked(rows: list[tuple], profile: str | None = None, history: bool = False,
                                               df["public_seeds"])]
     rank_of = {i: int(r) for i, r in zip(df["id"], df["rank"]) if not pd.isna(r)}
     df["tied_with"] = [None if pd.isna(r) or i not in (ties or {}) else
-                       (", ".join(map(str, sorted(rank_of[j] for j in ties[i] if j in rank_of))) or "none")
+                       (rank_list(rank_of[j] for j in ties[i] if j in rank_of) or "none")
                        for i, r in zip(df["id"], df["rank"])]
     df = df[list(TABLE_COLUMNS)].reset_index(drop=True)
     df.attrs.update(profile=profile, history=history)
