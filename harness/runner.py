@@ -327,8 +327,10 @@ def run_one(protocol_dict: dict, pool_dir: str, data_root: str, k: int, submissi
         raise RunError(fail + _reason(status, result["exit_info"], protocol, result["usage"])
                        + (f"\n{detail}" if detail and "Traceback" in detail else ""))
     # The clock stops when the run can no longer hand anything back: the result pipe's end (no
-    # process of the run holds it any more), or the sandbox's exit if that comes first.
-    seconds = min(result["result_eof"], result["exit"]) - result["ready"]
+    # process of the run holds it any more), or the sandbox's exit if that comes first. Each time is
+    # when a reader thread here saw its event, so a run that ends within a thread switch of its
+    # start (noop) can read as ending before it began: it took no measurable time.
+    seconds = max(0.0, min(result["result_eof"], result["exit"]) - result["ready"])
     if seconds > budget.limit_s:
         raise RunError(over_budget(i, seed, seconds, budget))
     try:

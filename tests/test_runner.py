@@ -125,7 +125,8 @@ def test_run_records_are_isolation_reports(quick_pool, results):
     assert rec["isolation"]["cgroup"] == {"version": "v1", "memory_bytes": 2**30, "cpus": 1.0, "pids_max": 512}
     assert 0 < rec["cpu_seconds"] and 0 < rec["memory_peak_bytes"] < 2**30 and rec["oom_killed"] is False
     assert r["isolation"]["sandboxed"] and rec["isolation"]["network_namespace"]
-    assert 0 < rec["seconds"] < rec["wall_seconds"] and rec["setup_seconds"] > 0
+    # noop's run may end within a reader thread's switch of its start: 0 s, never less.
+    assert 0 <= rec["seconds"] < rec["wall_seconds"] and rec["setup_seconds"] > 0
 
 
 def test_time_is_measured_by_the_trusted_side(quick_pool, results):
