@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import realdata
-from harness import data, metric, models, protocol
+from harness import data, keys, metric, models, protocol
 from harness.data import scenarios, sources
-from conftest import run_cli
+from conftest import TEST_KEY, run_cli
 from test_score import harness, last_json
 
 pytestmark = pytest.mark.slow  # every source here is scored end to end
@@ -40,13 +40,19 @@ def fixtures(tmp_path_factory):
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
     """One cache for the module's scores, so that a pool two tests need is trained once."""
-    return tmp_path_factory.mktemp("sources-cache")
+    cache = tmp_path_factory.mktemp("sources-cache")
+    keys.install(cache, TEST_KEY)
+    return cache
 
 
 def score(tmp_path, *args, k=2, cache=None):
     """finetune scored on a source; with a custom budget of 5 retrains, since these pools (tiny
     real-format fixtures) train in a fraction of a second and these tests are about the data."""
-    env = {"HARNESS_CACHE_DIR": str(cache or tmp_path / "cache"), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
+    # The tests' key, not a new one per cache: the same secret split, pool and runs on every test
+    # run (with a new key, one CelebA split in some made finetune's run fail the copy check).
+    cache = cache or tmp_path / "cache"
+    keys.install(cache, TEST_KEY)
+    env = {"HARNESS_CACHE_DIR": str(cache), "HARNESS_RESULTS_DIR": str(tmp_path / "results")}
     out = run_cli("score", "submissions/finetune.py", "--k", str(k), "--json", "--quiet", "--budget-fraction", "5",
                   *args, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
