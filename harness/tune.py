@@ -45,7 +45,7 @@ FAILED = "failed"      # user attribute of a trial that failed (budget, error): 
 STUDY_VERSION = 2      # in the study's name; 2: failed trials no longer set the pruner's bar
 # The best trial, the one --write puts in the file, is the best whose runs took at most this share
 # of the budget on average. TPE's best trials sit at the budget's edge, and a machine's speed at a
-# method's own operations, against its speed at a retrain, differs between machines (1.04-1.26x
+# method's own operations, against its speed at a retrain, differs between machines (0.82-1.26x
 # between this project's two kinds of 2-core machine): files tuned to the edge on one failed the
 # budget on the other. The rest of the budget is for that.
 HEADROOM = 0.85
