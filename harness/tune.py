@@ -458,8 +458,8 @@ def write_best(submission_path: str, summary: dict) -> Path:
             f"({summary['n_complete']} complete, {summary['n_pruned']} pruned, {summary['n_failed']} failed; TPE, "
             f"pruner at half the runs) on the {summary['profile']} pool at K={summary['k']}, {date}. Best within "
             f"{summary['headroom']:.0%} of the budget, trial {summary['best_trial']}: dev score "
-            f"{summary['best_value']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "") + f" with {values}: the file runs these, where the text "
-            "above gives other values.")
+            f"{summary['best_value']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+            + f" with {values}: the file runs these, where the text above gives other values.")
     new = with_tuned_line(with_values(source, summary["best_params"]), text)
     ast.parse(new)
     paths.atomic_write_bytes(path, new.encode())
