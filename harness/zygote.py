@@ -1,5 +1,5 @@
-"""The zygote: one per worker, a process that has imported torch and a run's runtime once, and
-forks the sandbox of every run that worker starts.
+"""The zygote: one per worker and model shape, a process that has imported torch and a run's
+runtime once, and forks the sandbox of every run that worker starts.
 
 A fresh interpreter per run paid ~2 s before each run's clock (torch's import, an optimiser's
 first step importing torch._dynamo): a third of a score's wait on 2 cores. The zygote pays it
@@ -218,25 +218,31 @@ class Zygote:
         self.proc.wait()
 
 
-_ZYGOTE: Zygote | None = None
+# A worker's zygotes, one per model shape, the most recently used last. A worker that alternates
+# between profiles (sources, a session of tests) would otherwise start a new one, ~3 s of imports
+# and warm-up, at every switch; each idle one holds ~0.4 GB of its own (RssAnon at quick's shape).
+ZYGOTES_KEPT = 3
+_ZYGOTES: dict[str, Zygote] = {}
 
 
 def for_worker(warm: dict, env: dict) -> tuple[Zygote | None, str]:
-    """This worker's zygote for `warm` (started, or restarted for another model shape or after a crash),
-    or (None, why not) when runs must start as fresh interpreters."""
-    global _ZYGOTE
+    """This worker's zygote for `warm` (kept from an earlier run of that model shape, or started:
+    again after a crash), or (None, why not) when runs must start as fresh interpreters."""
     if os.environ.get(ENV) == "off":
         return None, f"{ENV}=off"
     key = _key(warm)
-    if _ZYGOTE is not None and (_ZYGOTE.key != key or not _ZYGOTE.alive()):
-        _ZYGOTE.close()
-        _ZYGOTE = None
-    if _ZYGOTE is None:
+    z = _ZYGOTES.pop(key, None)
+    if z is not None and not z.alive():
+        z.close()
+        z = None
+    if z is None:
+        while len(_ZYGOTES) >= ZYGOTES_KEPT:
+            _ZYGOTES.pop(next(iter(_ZYGOTES))).close()
         z = Zygote(warm, env)
         if z.problem:
             return None, z.problem
-        _ZYGOTE = z
-    return _ZYGOTE, ""
+    _ZYGOTES[key] = z
+    return z, ""
 
 
 if __name__ == "__main__":

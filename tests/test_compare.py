@@ -134,7 +134,6 @@ def test_pairing_is_narrower_than_two_separate_intervals():
     assert paired["ci95"][1] - paired["ci95"][0] < 0.5 * min(high_a - low_a, high_b - low_b)
 
 
-@pytest.mark.slow
 def test_p_values_of_equal_methods_are_uniform_and_of_unequal_ones_small():
     """Equal methods: A, B and the retrained models are three draws of one population, 40 times.
     Their p-values should be uniform: mean near 1/2 (standard error 0.046 at 40), about half of
@@ -147,10 +146,10 @@ def test_p_values_of_equal_methods_are_uniform_and_of_unequal_ones_small():
         mu, sd = rng.normal(1.5, 1.0, n), rng.uniform(0.5, 1.5, n)
         r, ra, rt = _population(rng, mu, sd, k)
         a, b = _population(rng, mu, sd, k), _population(rng, mu, sd, k)
-        equal.append(metric.paired_difference(r, a, b, ra, rt, n_boot=100)["p_value"])
+        equal.append(metric.paired_difference(r, a, b, ra, rt, n_boot=50)["p_value"])  # 9 s: the fast tier
         if len(unequal) < 10:
             moved = _population(rng, mu, sd, k, shift=1.0)
-            unequal.append(metric.paired_difference(r, a, moved, ra, rt, n_boot=100)["p_value"])
+            unequal.append(metric.paired_difference(r, a, moved, ra, rt, n_boot=50)["p_value"])
     equal = np.array(equal)
     assert 0.35 < equal.mean() < 0.65, equal
     assert np.mean(equal < 0.05) <= 0.15, equal

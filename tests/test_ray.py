@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BAD, REPO, SUBMISSIONS, TEST_KEY
+from conftest import BAD, REPO, SUBMISSIONS, TEST_KEY, run_cli
 from harness import cli, keys, protocol, reference_pool, runner
 from test_score import harness, last_json
 
@@ -46,8 +46,9 @@ def test_quick_through_ray_gives_the_local_backends_numbers(ray_installed, quick
                                                   "HARNESS_RESULTS_DIR": str(tmp_path / "ray-results")})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr == "", out.stderr[-3000:]  # --quiet stays quiet: no Ray banner or log lines
-    # Local workers on the session's pool, the same seeds.
-    local = harness(*args, "--backend", "local", env={"HARNESS_RESULTS_DIR": str(tmp_path / "local-results")})
+    # Local workers on the session's pool, the same seeds (in this process: its workers are warm).
+    local = run_cli(*args, "--backend", "local", env={"HARNESS_RESULTS_DIR": str(tmp_path / "local-results"),
+                                                      "HARNESS_BACKEND": "local"})  # the CLI sets it: undone after
     assert local.returncode == 0, local.stderr[-3000:]
 
     pool = reference_pool.load(protocol.QUICK, 2, cache=cache)

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import BAD, FAST, REPO, SUBMISSIONS, run_processes_left
+from conftest import BAD, FAST, REPO, SUBMISSIONS, run_cli, run_processes_left
 from harness import budget, runner, score, zygote
 
 TRACES = BAD / "leaves_traces.py"
@@ -101,8 +101,9 @@ def test_the_same_attack_finds_the_pool_in_a_fork_of_a_process_that_read_it(quic
 
         env = {{"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}}
         from harness import protocol
-        zygote._ZYGOTE = PoolReading(protocol.from_dict(args[0]).for_run().to_dict(), env)
-        assert not zygote._ZYGOTE.problem, zygote._ZYGOTE.problem
+        warm = protocol.from_dict(args[0]).for_run().to_dict()
+        z = zygote._ZYGOTES[zygote._key(warm)] = PoolReading(warm, env)
+        assert not z.problem, z.problem
         try:
             runner.run_one(*args)
         except runner.RunError as e:
@@ -135,14 +136,17 @@ def test_self_check_refuses_a_second_thread_and_shared_memory():
 def test_a_zygote_run_gives_the_numbers_of_a_fresh_interpreter(own_cache, tmp_path):
     """The same runs, forked or exec'd, bit for bit: the zygote changes when a run starts, nothing else."""
     folder = runner.runs_dir(own_cache.dir, own_cache.protocol, runner.Submission.load(SUBMISSIONS / "finetune.py"))
+    args = ("score", str(SUBMISSIONS / "finetune.py"), "--profile", "quick", "--k", "2", "--json", "--quiet")
     out = {}
     for mode in ("on", "off"):
         for p in folder.glob("run_*.json"):
             p.unlink()
-        env = {**os.environ, "HARNESS_RESULTS_DIR": str(tmp_path / mode), zygote.ENV: mode}
-        r = subprocess.run([sys.executable, "-m", "harness", "score", str(SUBMISSIONS / "finetune.py"), "--profile",
-                            "quick", "--k", "2", "--json", "--quiet"], capture_output=True, text=True, cwd=REPO,
-                           env=env, timeout=600)
+        env = {"HARNESS_RESULTS_DIR": str(tmp_path / mode), zygote.ENV: mode}
+        if mode == "on":  # this session's workers and their zygotes
+            r = run_cli(*args, env=env)
+        else:  # a worker reads the setting when it starts: new workers, in a new interpreter
+            r = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO,
+                               env={**os.environ, **env}, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         out[mode] = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["on"]["isolation"]["started_by"] == ["a fork of the worker's zygote"]
