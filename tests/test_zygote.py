@@ -70,6 +70,38 @@ def test_protocols_of_one_model_shape_share_the_workers_zygote(own_cache, result
     assert zygote._key(warm) != zygote._key({**warm, "image_size": warm["image_size"] * 2})
 
 
+# A stand-in zygote: says it is ready, then waits for its worker to go (the keeping is under test).
+READY_ONLY = """
+import socket, sys
+sock = socket.socket(fileno=int(sys.argv[1]))
+sys.stdin.read()
+sock.sendall(b'{"ready": true}\\n')
+sock.recv(1)
+"""
+
+
+def test_a_worker_keeps_a_zygote_per_model_shape_and_drops_the_least_recently_used(monkeypatch):
+    monkeypatch.setattr(zygote.Zygote, "command", lambda self, fd: [sys.executable, "-c", READY_ONLY, str(fd)])
+    monkeypatch.setattr(zygote, "_ZYGOTES", {})
+    monkeypatch.delenv(zygote.ENV, raising=False)
+    warm = FAST.for_run().to_dict()
+    shapes = [{**warm, "image_size": size} for size in (8, 16, 24, 32)]
+    try:
+        first = [zygote.for_worker(w, {"PATH": os.environ["PATH"]})[0] for w in shapes[:3]]
+        assert all(z is not None and z.alive() for z in first)
+        assert zygote.for_worker(shapes[0], {})[0] is first[0]  # kept, and now the most recently used
+        zygote.for_worker(shapes[3], {})  # a fourth shape: the least recently used (size 16) goes
+        assert not first[1].alive() and first[0].alive() and first[2].alive()
+        assert set(zygote._ZYGOTES) == {zygote._key(shapes[i]) for i in (0, 2, 3)}
+        first[2].proc.kill()
+        first[2].proc.wait()
+        again = zygote.for_worker(shapes[2], {})[0]  # a dead one is started again
+        assert again is not first[2] and again.alive()
+    finally:
+        for z in zygote._ZYGOTES.values():
+            z.close()
+
+
 def test_a_run_forked_from_the_zygote_finds_nothing_of_the_pool(quick_pool, results):
     r = score.score(str(MEMORY_ATTACK), FAST, k=2, workers=1, progress=False)
     assert r["isolation"]["started_by"] == ["a fork of the worker's zygote"]
