@@ -40,7 +40,8 @@ RUNNER_VERSION = "sandbox-5"  # in every runs folder's key: runs of an older run
                               # 3: records keep the report's outputs, run 0 keeps its weights for saliency maps;
                               # 4: the net in channels_last, a cgroup, the competition's budget;
                               # 5: runs forked from a zygote, 60 s for the harness's setup)
-COPY_CHECK_VERSION = 2        # the pool's copy-check views (harness.copies): 2 = canonical layers and spectra
+COPY_CHECK_VERSION = 3        # the pool's copy-check views (harness.copies): 2 = canonical layers and spectra;
+                              # 3: the same, computed faster (equal to 1e-14, not bit for bit)
 SANDBOX_ENV = "HARNESS_SANDBOX"
 SANDBOX_MODES = ("auto", "require", "userns", "off")
 BOX_PREFIX = "harness-run-"   # a run's inputs on the worker's side: harness-run-<worker pid>-<i>-XXXX
@@ -234,7 +235,7 @@ def _worker_state(protocol: Protocol, pool_dir: Path, data_root: Path, k: int) -
 
 def _pool_views(pool, structure) -> dict:
     """The retrained models' weights as the copy check sees them (harness.copies.stack), made once
-    per pool and kept beside it (a ResNet-18's singular values take seconds a model), under a name
+    per pool and kept beside it (~0.4 s a ResNet-18 on one core), under a name
     that changes with any of its models."""
     import numpy as np
 

@@ -128,6 +128,32 @@ def test_rebuilding_a_retrained_model_from_public_seeds_is_rejected(quick_pool, 
     assert not results.exists() or not list(results.glob("*.json"))
 
 
+def test_the_copy_checks_fast_forms_equal_the_plain_ones():
+    """copies balances on scale vectors and takes singular values from a Gram matrix: the same as
+    rescaling the matrix itself round by round and an SVD, to rounding, wide and tall, bias or not."""
+    import numpy as np
+
+    from harness import copies
+
+    def plain_balanced(m, blocks):
+        m = m.copy()
+        body = m[:, :-1].reshape(m.shape[0], blocks, -1)
+        for _ in range(copies.SINKHORN_ROUNDS):
+            m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+            body /= np.maximum(np.sqrt((body ** 2).sum(axis=(0, 2), keepdims=True)), 1e-12)
+        return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+    rng = np.random.default_rng(3)
+    for rows, blocks, k in ((64, 32, 9), (10, 48, 1), (7, 3, 4)):
+        m = rng.normal(size=(rows, blocks * k + 1)) * rng.uniform(0.01, 100, (rows, 1))
+        m[:, -1] *= rows % 2  # a layer without a bias too
+        np.testing.assert_allclose(copies._balanced(m, blocks), plain_balanced(m, blocks), rtol=0, atol=1e-12)
+        b = copies._balanced(m, blocks)
+        sv = np.linalg.svd(b, compute_uv=False)
+        assert copies.singular_values(b).shape == sv.shape
+        assert np.linalg.norm(copies.singular_values(b) - sv) <= 1e-12 * np.linalg.norm(sv)
+
+
 def test_a_rescaled_copy_with_a_noisy_head_is_still_a_copy(quick_pool, results):
     """The disguise the old check missed: every convolution scaled by 3 with its batch norm's
     statistics by 3 and 9, and noise on the head. On raw weights the copy is far from its model and
