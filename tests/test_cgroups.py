@@ -21,11 +21,17 @@ def test_a_group_limits_kills_and_removes_what_is_in_it():
     if group is None:
         pytest.skip(f"no cgroup here: {why}")
     assert group.describe() == {"version": group.version, "memory_bytes": 256 << 20, "cpus": 1.0, "pids_max": 16}
-    proc = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(64 << 20); time.sleep(60)"])
+    # It allocates once it is in the group (v1 charges pages to the group that was the process's when
+    # it touched them: allocated before, under load, they were the parent's).
+    proc = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.stdin.readline(); x = bytearray(64 << 20); "
+                             "print('ok', flush=True); time.sleep(60)"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     try:
         group.add(proc.pid)
         assert proc.pid in group.pids()
-        time.sleep(0.5)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "ok\n"
         hog = subprocess.run(["sh", "-c", f"echo $$ > {group.dirs['pids'] / 'cgroup.procs'}; "
                               "for i in $(seq 40); do sleep 5 & done; wait"], capture_output=True, text=True, timeout=30)
         assert "fork" in hog.stderr.lower() or "resource" in hog.stderr.lower(), hog.stderr  # 16 pids, not 40
