@@ -66,7 +66,6 @@ def test_generation_is_deterministic(root, splits, tmp_path):
     assert json.loads((root / "meta.json").read_text()) == json.loads((other / "meta.json").read_text())
 
 
-@pytest.mark.slow
 def test_keys_make_their_own_faces_the_same_every_time(splits, tmp_path):
     """Under secret seeds the images and the split derive from the cache's key: one key, one data
     set, bit for bit; another key, other faces; no key, no data set (never a public one by mistake)."""

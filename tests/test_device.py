@@ -35,7 +35,6 @@ def test_precision_is_a_pool_of_its_own_and_named():
     assert bf16.reference_hash() != protocol.dev(protocol.QUICK).reference_hash()
 
 
-@pytest.mark.slow
 def test_bf16_trains_float32_weights_that_differ_from_fp32(cache):
     p = protocol.QUICK.replace(epochs=1, retrain_best_from_epoch=1)
     splits = data.load_splits(data.ensure_data(p, cache))

@@ -526,7 +526,6 @@ def _plain_bootstrap(r, u, ua, ra, ut, rt, n_boot, seed, level=0.95):
     return tuple(np.percentile(scores, [tail, 100 - tail])), scores, point
 
 
-@pytest.mark.slow
 def test_score_interval_matches_plain_bootstrap():
     """score_interval against an independent, straightforward bootstrap (``_plain_bootstrap``),
     on overlapping populations with K_r != K_u and accuracies that vary from model to model:
@@ -559,7 +558,6 @@ def test_score_interval_matches_plain_bootstrap():
     assert (low, high) != metric.score_interval(r, u, ua, ra, ut, rt, n_boot=40, seed=4)
 
 
-@pytest.mark.slow
 def test_score_interval_width_and_recentring():
     """Properties of the interval that fail for a wrong implementation, none of them true by
     construction:
