@@ -1,5 +1,6 @@
 """`--backend ray`: reference training and unlearning runs as tasks of a local Ray instance give
-the local backend's numbers, bit for bit, and fail the way it does."""
+the local backend's numbers, bit for bit; as tasks of a running one (RAY_ADDRESS) they fail the
+way local runs do, and cannot join it."""
 from __future__ import annotations
 
 import importlib.util
@@ -27,6 +28,19 @@ def ray_installed():
         if os.environ.get("CI") == "true":  # CI installs the extra: a missing ray there is a broken install
             pytest.fail("ray is not installed, but CI runs `make test EXTRAS=dev,ray`")
         pytest.skip("ray is not installed (pip install -e '.[ray]')")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_installed):
+    """A running Ray instance that scores connect to by address (RAY_ADDRESS), as on a cluster: one
+    for the tests below, instead of a new local instance (~5 s to start and stop) each."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
 
 
 def in_process(monkeypatch, capsys, *argv: str) -> tuple[int, list[str]]:
@@ -64,41 +78,36 @@ def test_quick_through_ray_gives_the_local_backends_numbers(ray_installed, quick
     assert json.dumps({k: a[k] for k in COMPARED}) == json.dumps({k: b[k] for k in COMPARED})
 
 
-def test_a_failed_run_in_a_ray_task_stops_the_score_with_its_own_message(ray_installed, quick_pool, tmp_path):
+def test_a_failed_run_in_a_ray_task_stops_the_score_with_its_own_message(ray_cluster, quick_pool, tmp_path):
     results = tmp_path / "results"
     # One task at a time: run 0 fails, run 1 is never submitted (and the test pays for one run).
     out = harness("score", str(BAD / "raises.py"), "--profile", "quick", "--k", "2", "--quiet", "--backend", "ray",
-                  "--workers", "1", env={"HARNESS_RESULTS_DIR": str(results)})
+                  "--workers", "1", env={"HARNESS_RESULTS_DIR": str(results), "RAY_ADDRESS": ray_cluster})
     assert out.returncode == 2, out.stderr[-3000:]
     first = out.stderr.strip().splitlines()[0]
     assert first.startswith("error: run ") and "ZeroDivisionError" in first and "Ray" not in first, out.stderr
     assert not results.exists()
 
 
-def test_a_run_cannot_join_the_ray_cluster_it_is_a_task_of(ray_installed, quick_pool, tmp_path):
+def test_a_run_cannot_join_the_ray_cluster_it_is_a_task_of(ray_cluster, quick_pool, tmp_path):
     # From inside a run, a task submitted to the harness's Ray instance would run outside the
     # sandbox, next to the cache. The run's network namespace, fresh /tmp and new root (no
     # ~/.ray/auth_token) leave no cluster in sight.
     attack = REPO / "tests" / "submissions" / "attacks" / "reaches_ray.py"
     out = harness("score", str(attack), "--profile", "quick", "--k", "2", "--quiet", "--json", "--backend", "ray",
                   "--workers", "1", "--budget-fraction", "20",  # time to import ray, which quick's budget is not
-                  env={"HARNESS_RESULTS_DIR": str(tmp_path / "results")})
+                  env={"HARNESS_RESULTS_DIR": str(tmp_path / "results"), "RAY_ADDRESS": ray_cluster})
     assert out.returncode == 0, out.stderr[-3000:]
-    assert last_json(out.stdout)["isolation"]["sandboxed"] is True
-    # The attack itself works wherever a cluster is in sight: a clean process beside a running
-    # instance joins it (so the test above can fail). HARNESS_SANDBOX=off cannot show it: such a
-    # run died inside ray.init when tried, which maps more than the run's address-space limit.
-    import ray
-
+    r = last_json(out.stdout)
+    assert r["isolation"]["sandboxed"] is True and r["execution"]["address"] == ray_cluster
+    # The attack itself works wherever a cluster is in sight: a clean process beside the instance the
+    # runs were tasks of joins it (so the test above can fail). HARNESS_SANDBOX=off cannot show it:
+    # such a run died inside ray.init when tried, which maps more than the run's address-space limit.
     joined = Path("/tmp/harness-attack-reaches-ray.joined")
     joined.unlink(missing_ok=True)
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    try:
-        probe = subprocess.run([sys.executable, "-c", f"import runpy; runpy.run_path({str(attack)!r})['unlearning']"
-                                "(None, None, None, None)"], env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
-                               capture_output=True, text=True, timeout=120)
-    finally:
-        ray.shutdown()
+    probe = subprocess.run([sys.executable, "-c", f"import runpy; runpy.run_path({str(attack)!r})['unlearning']"
+                            "(None, None, None, None)"], env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+                           capture_output=True, text=True, timeout=120)
     assert probe.returncode != 0 and "LEAK: joined the harness's Ray cluster" in probe.stderr, probe.stderr[-2000:]
     assert joined.exists()
     joined.unlink()
