@@ -149,7 +149,7 @@ def ranking(results: list[dict], tied: dict | None = None, tuned: dict | None = 
     first, then (unranked) the others: an oracle's own budget, a custom one. With `tied`
     (compare_ranked), a last column gives the ranks each ranked method is tied with; with `tuned`
     (method name -> tune.recorded), two columns give its study's trials and best dev score."""
-    from harness.leaderboard.rank import rank_list
+    from harness import leaderboard
 
     head = ("| rank | method |" + (" tuned: trials | dev score |" if tuned is not None else "")
             + " score | 95% interval | F / null ceiling | retain acc | test acc | forget acc "
@@ -172,7 +172,7 @@ def ranking(results: list[dict], tied: dict | None = None, tuned: dict | None = 
             f"| {100 * r['relative_forget_quality']:.0f}% | {r['retain_acc']:.1f}% | {r['test_acc']:.1f}% "
             f"| {r['forget_acc']:.1f}% | {s['unlearning_mean']:.2f} | {s['unlearning_mean'] / s['retrain_mean']:.2f} "
             f"| {s['unlearning_max']:.2f} / {b['limit_s']:.2f} s ({within}{note}) |"
-            + (f" {rank_list(rank_of[i] for i in tied.get(r['id'], [])) or 'none'} |"
+            + (f" {leaderboard.rank_list(rank_of[i] for i in tied.get(r['id'], [])) or 'none'} |"
                if tied and r["id"] in tied else " |" if tied else ""))
     return "\n".join(lines)
 
